@@ -1,0 +1,49 @@
+"""Fréchet distance between Gaussian fits of two feature sets, and its classifier-feature variant.
+
+This is *not* FID: no Inception network is available offline, so the features come from a small classifier trained
+on the same dataset ("FD_clf"). Always report it next to the real-vs-real floor at the same sample size.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import linalg
+
+from .classifier import ArrayLike, FeatureClassifier
+
+
+def check_feature_pair(feats_a: np.ndarray, feats_b: np.ndarray, min_rows: int) -> tuple[np.ndarray, np.ndarray]:
+    """Both sets as float64 (N, d) arrays with the same d and at least ``min_rows`` rows, else ``ValueError``."""
+    a, b = np.asarray(feats_a, dtype=np.float64), np.asarray(feats_b, dtype=np.float64)
+    if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1]:
+        raise ValueError(f"expected two (N, d) feature arrays with the same d, got shapes {a.shape} and {b.shape}")
+    if min(len(a), len(b)) < min_rows:
+        raise ValueError(f"need at least {min_rows} rows in each feature set, got {len(a)} and {len(b)}")
+    return a, b
+
+
+def frechet_distance(feats_a: np.ndarray, feats_b: np.ndarray) -> float:
+    """FD = ‖μ_a − μ_b‖² + tr(Σ_a + Σ_b − 2 (Σ_a Σ_b)^{1/2}) for features (N_a, d) and (N_b, d).
+
+    The matrix square root can pick up round-off imaginary parts (Σ_a Σ_b is not symmetric); they are dropped.
+    A singular product (too few samples for d) is regularised with 1e-6·I on both covariances.
+    """
+    a, b = check_feature_pair(feats_a, feats_b, min_rows=2)
+    mu_a, mu_b = a.mean(axis=0), b.mean(axis=0)
+    sigma_a, sigma_b = np.atleast_2d(np.cov(a, rowvar=False)), np.atleast_2d(np.cov(b, rowvar=False))
+    covmean = linalg.sqrtm(sigma_a @ sigma_b)
+    if not np.isfinite(covmean).all():
+        offset = 1e-6 * np.eye(len(sigma_a))
+        covmean = linalg.sqrtm((sigma_a + offset) @ (sigma_b + offset))
+    fd = np.sum((mu_a - mu_b) ** 2) + np.trace(sigma_a) + np.trace(sigma_b) - 2.0 * np.trace(covmean).real
+    return float(fd)
+
+
+def fd_classifier(real_images: ArrayLike, fake_images: ArrayLike, classifier: FeatureClassifier) -> dict[str, float]:
+    """``{"fd_classifier": FD}`` between classifier features of real and generated (N, 1, H, W) images."""
+    return {"fd_classifier": frechet_distance(classifier.features(real_images), classifier.features(fake_images))}
+
+
+def fd_floor(real_a: ArrayLike, real_b: ArrayLike, classifier: FeatureClassifier) -> dict[str, float]:
+    """``{"fd_classifier_floor": FD}`` between two disjoint real sets; use the generated set's sample size."""
+    return {"fd_classifier_floor": frechet_distance(classifier.features(real_a), classifier.features(real_b))}

@@ -1,0 +1,115 @@
+"""Layers shared by the VAE and the energy network.
+
+Conventions follow the NVAE / VAEBM papers so that official checkpoints map onto these modules by name:
+
+* weight normalisation ``w_eff = exp(log_weight_norm) * w / (||w||_out + 1e-5)`` with the norm taken per output
+  channel over ``(C_in, kH, kW)``;
+* the soft clamp ``softclamp(a) = 5 * tanh(a / 5)`` used on every predicted mean and log-scale;
+* Swish ``x * sigmoid(x)`` and LipSwish ``x * sigmoid(x) / 1.1`` (1-Lipschitz, used by the energy network).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+WEIGHT_NORM_EPS = 1e-5
+
+
+def soft_clamp(x: torch.Tensor, bound: float = 5.0) -> torch.Tensor:
+    """``bound * tanh(x / bound)``: a smooth clamp to ``(-bound, bound)`` with slope 1 at the origin."""
+    return torch.tanh(x / bound) * bound
+
+
+def swish(x: torch.Tensor) -> torch.Tensor:
+    return x * torch.sigmoid(x)
+
+
+class Swish(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return swish(x)
+
+
+class LipSwish(nn.Module):
+    """``x * sigmoid(x) / 1.1`` — Swish rescaled to be 1-Lipschitz (Chen et al., residual flows)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return swish(x) / 1.1
+
+
+def normalize_weight(weight: torch.Tensor, log_weight_norm: torch.Tensor) -> torch.Tensor:
+    """Weight normalisation: ``exp(log_weight_norm) * w / (||w|| + 1e-5)``, norm per output channel."""
+    norm = torch.linalg.vector_norm(weight.flatten(1), dim=1).view(-1, *([1] * (weight.dim() - 1)))
+    return torch.exp(log_weight_norm) * weight / (norm + WEIGHT_NORM_EPS)
+
+
+class WNConv2d(nn.Conv2d):
+    """``nn.Conv2d`` with NVAE's weight normalisation (parameters ``weight``, ``bias``, ``log_weight_norm``).
+
+    With ``weight_norm=False`` it is a plain convolution (NVAE uses those inside its inverted-residual cells).
+    ``log_weight_norm`` starts at ``log(||w|| + 1e-2)`` as in NVAE, so a fresh layer is close to the raw conv.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int,
+        stride: int = 1,
+        padding: int = 0,
+        dilation: int = 1,
+        groups: int = 1,
+        bias: bool = False,
+        weight_norm: bool = True,
+    ) -> None:
+        super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias)
+        if weight_norm:
+            init = torch.linalg.vector_norm(self.weight.detach().flatten(1), dim=1).view(-1, 1, 1, 1)
+            self.log_weight_norm = nn.Parameter(torch.log(init + 1e-2))
+        else:
+            self.register_parameter("log_weight_norm", None)
+
+    def effective_weight(self) -> torch.Tensor:
+        if self.log_weight_norm is None:
+            return self.weight
+        return normalize_weight(self.weight, self.log_weight_norm)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._conv_forward(x, self.effective_weight(), self.bias)
+
+    @torch.no_grad()
+    def data_init_(self, x: torch.Tensor) -> torch.Tensor:
+        """Data-dependent initialisation (Salimans & Kingma 2016, as in NVAE/VAEBM); returns the new output.
+
+        With ``o = conv(x, w / (||w|| + 1e-5))`` (no bias), ``m = mean(o)`` and ``s = 5 * std(o)`` (unbiased) per
+        output channel over ``(N, H, W)``: ``bias = -m / (s + 1e-5)`` and ``log_weight_norm = -log(s + 1e-5)``, so the
+        layer's output on ``x`` has per-channel mean 0 and standard deviation 1/5.
+        """
+        if self.log_weight_norm is None:
+            raise ValueError("data_init_ needs a weight-normalised convolution (weight_norm=True).")
+        unit_weight = normalize_weight(self.weight, torch.zeros_like(self.log_weight_norm))
+        out = self._conv_forward(x, unit_weight, None)
+        mean = out.mean(dim=(0, 2, 3))
+        scale = 5.0 * out.transpose(0, 1).flatten(1).std(dim=1)
+        if self.bias is not None:
+            self.bias.copy_(-mean / (scale + WEIGHT_NORM_EPS))
+        self.log_weight_norm.copy_(-torch.log(scale + WEIGHT_NORM_EPS).view(-1, 1, 1, 1))
+        return self(x)
+
+
+def gaussian_log_prob(x: torch.Tensor, mean: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """Element-wise ``log N(x; mean, scale^2)``."""
+    z = (x - mean) / scale
+    return -0.5 * z * z - 0.5 * math.log(2 * math.pi) - torch.log(scale)
+
+
+def elu_then(module: nn.Module) -> nn.Sequential:
+    """``Sequential(ELU, module)`` — index 1 holds the module, matching NVAE's state-dict keys."""
+    return nn.Sequential(nn.ELU(), module)
+
+
+def upsample_nearest(x: torch.Tensor) -> torch.Tensor:
+    return F.interpolate(x, scale_factor=2, mode="nearest")

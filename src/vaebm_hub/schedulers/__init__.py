@@ -1,0 +1,3 @@
+from .scheduling_langevin import LangevinScheduler, LangevinSchedulerOutput
+
+__all__ = ["LangevinScheduler", "LangevinSchedulerOutput"]
