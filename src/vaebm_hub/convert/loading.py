@@ -43,7 +43,9 @@ def load_official_checkpoint(path: str | os.PathLike, *, allow_namespace: bool =
             f"Checkpoint {str(path)!r} needs the Python global {refused.group(1)!r}, which was refused: vaebm_hub "
             f"loads only tensors and plain containers and never unpickles arbitrary objects.{hint}"
         ) from error
-    except (RuntimeError, EOFError, KeyError, zipfile.BadZipFile) as error:
+    except PermissionError:
+        raise
+    except (RuntimeError, EOFError, KeyError, OSError, zipfile.BadZipFile) as error:
         raise ValueError(
             f"Checkpoint {str(path)!r} is corrupt or partial (e.g. an interrupted download); fetch it again. "
             f"torch.load said: {type(error).__name__}: {error}"

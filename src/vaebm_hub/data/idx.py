@@ -29,5 +29,5 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
     dtype = np.dtype(_IDX_DTYPES[raw[2]])
     expected = header_size + int(np.prod(shape)) * dtype.itemsize
     if len(raw) != expected:
-        raise ValueError(f"{path} is truncated or corrupt: header says {shape} ({expected} bytes), file has {len(raw)}.")
+        raise ValueError(f"{path} is truncated or corrupt: its header says {expected} bytes, the file has {len(raw)}.")
     return np.frombuffer(raw, dtype=dtype, offset=header_size).reshape(shape).astype(dtype.newbyteorder("="))

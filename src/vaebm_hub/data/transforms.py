@@ -14,7 +14,7 @@ from PIL import Image, ImageMode
 
 
 def channels_of_mode(mode: str) -> int:
-    """1 for grey PIL modes (``1``, ``L``, ``LA``, ``I``, ``F``, ...), 3 for colour ones (``RGB``, ``RGBA``, ``P``, ...)."""
+    """1 for grey PIL modes (``1``, ``L``, ``LA``, ``I``, ``F``), 3 for colour ones (``RGB``, ``RGBA``, ``P``, ...)."""
     return 1 if ImageMode.getmode(mode).basemode == "L" else 3
 
 

@@ -69,7 +69,7 @@ def builtin_loader_options(name: str, *, resolution: int | None, channels: int |
         )
     if resolution not in (None, *sizes):
         raise ValueError(
-            f"{name!r} is {native[-1]}×{native[-1]} and built-in datasets are not resized; got resolution={resolution}. "
+            f"{name!r} is {native[-1]}×{native[-1]} and built-ins are not resized; got resolution={resolution}. "
             f"Pass --resolution {' or '.join(map(str, sizes))} (or omit it), or use a model with that sample size."
         )
     return {"pad": True} if resolution == MNIST_PADDED_SIZE and name in PADDABLE_DATASETS else {}

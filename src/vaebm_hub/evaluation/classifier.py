@@ -30,9 +30,10 @@ class ClassifierConfig:
     width: int = 32
     feature_dim: int = 128
     num_classes: int = 10
-    epochs: int = 20
-    batch_size: int = 64
-    lr: float = 2e-3
+    epochs: int = 10
+    batch_size: int = 128
+    lr: float = 3e-3
+    outlier_exposure: float = 0.5
     holdout_fraction: float = 0.2
     seed: int = 0
 
@@ -40,7 +41,7 @@ class ClassifierConfig:
 # Per-dataset defaults used when ``get_feature_classifier`` is called without a config.
 CLASSIFIER_PRESETS: dict[str, ClassifierConfig] = {
     "digits": ClassifierConfig(),
-    "mnist": ClassifierConfig(epochs=3, batch_size=128),
+    "mnist": ClassifierConfig(epochs=3),
 }
 
 
@@ -120,13 +121,27 @@ def _check_training_data(images: ArrayLike, labels: ArrayLike, num_classes: int)
     return x, y
 
 
+def _synthetic_outliers(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Same-shape batch: first half U[0, 1] noise, second half the images with their pixels randomly permuted."""
+    n, _, h, w = x.shape
+    noise = torch.rand((n // 2, *x.shape[1:]), generator=generator)
+    order = torch.rand((n - n // 2, h * w), generator=generator).argsort(dim=1)
+    shuffled = x[n // 2 :].flatten(2).gather(2, order[:, None, :]).view(n - n // 2, *x.shape[1:])
+    return torch.cat([noise, shuffled])
+
+
 def train_feature_classifier(
     images: ArrayLike, labels: ArrayLike, config: ClassifierConfig = ClassifierConfig()
 ) -> tuple[FeatureNet, float]:
-    """Train a :class:`FeatureNet` with Adam on cross-entropy; returns (net, accuracy on the held-out split).
+    """Train a :class:`FeatureNet` with Adam; returns (net, accuracy on the held-out split).
 
-    A seeded permutation holds out ``config.holdout_fraction`` of the data; initialisation and batch order are drawn
-    from ``config.seed`` only, so the same inputs and config give identical weights on CPU.
+    Loss = CE(y, p(x)) + λ · CE(uniform, p(x̃)) with λ = ``config.outlier_exposure`` (Hendrycks et al., 2019):
+    x̃ are synthetic non-images (uniform noise and pixel-shuffled training images), so that the classifier is unsure
+    off the data manifold and a confidence gate (``modes.stacked_mode_count``) rejects garbage rather than assigning
+    it a confident class, which a plain softmax CNN does for most noise images.
+
+    A seeded permutation holds out ``config.holdout_fraction`` of the data; initialisation, batch order and outliers
+    are drawn from ``config.seed`` only, so the same inputs and config give identical weights on CPU.
     """
     if not 0.0 < config.holdout_fraction < 1.0:
         raise ValueError(f"holdout_fraction must be in (0, 1) for a held-out accuracy, got {config.holdout_fraction}")
@@ -144,6 +159,9 @@ def train_feature_classifier(
     for _ in range(config.epochs):
         for batch in train[torch.randperm(len(train), generator=generator)].split(config.batch_size):
             loss = F.cross_entropy(net(x[batch]), y[batch])
+            if config.outlier_exposure > 0:
+                outlier_log_probs = net(_synthetic_outliers(x[batch], generator)).log_softmax(dim=1)
+                loss = loss - config.outlier_exposure * outlier_log_probs.mean()
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

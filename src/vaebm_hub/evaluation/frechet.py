@@ -6,6 +6,8 @@ on the same dataset ("FD_clf"). Always report it next to the real-vs-real floor 
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 from scipy import linalg
 
@@ -17,6 +19,8 @@ def check_feature_pair(feats_a: np.ndarray, feats_b: np.ndarray, min_rows: int) 
     a, b = np.asarray(feats_a, dtype=np.float64), np.asarray(feats_b, dtype=np.float64)
     if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1]:
         raise ValueError(f"expected two (N, d) feature arrays with the same d, got shapes {a.shape} and {b.shape}")
+    if not (np.isfinite(a).all() and np.isfinite(b).all()):
+        raise ValueError("features contain NaN or inf; check the images passed to the feature extractor")
     if min(len(a), len(b)) < min_rows:
         raise ValueError(f"need at least {min_rows} rows in each feature set, got {len(a)} and {len(b)}")
     return a, b
@@ -25,16 +29,16 @@ def check_feature_pair(feats_a: np.ndarray, feats_b: np.ndarray, min_rows: int) 
 def frechet_distance(feats_a: np.ndarray, feats_b: np.ndarray) -> float:
     """FD = ‖μ_a − μ_b‖² + tr(Σ_a + Σ_b − 2 (Σ_a Σ_b)^{1/2}) for features (N_a, d) and (N_b, d).
 
-    The matrix square root can pick up round-off imaginary parts (Σ_a Σ_b is not symmetric); they are dropped.
-    A singular product (too few samples for d) is regularised with 1e-6·I on both covariances.
+    Σ_a Σ_b has real non-negative eigenvalues but is not symmetric, so ``sqrtm`` returns round-off imaginary parts;
+    they are dropped. Dead ReLU units (or N < d) make the covariances singular; the square root is still well defined
+    and ``sqrtm`` matches the eigenvalue form Σ_i √λ_i(Σ_a Σ_b), so its singular-matrix warning is silenced.
     """
     a, b = check_feature_pair(feats_a, feats_b, min_rows=2)
     mu_a, mu_b = a.mean(axis=0), b.mean(axis=0)
     sigma_a, sigma_b = np.atleast_2d(np.cov(a, rowvar=False)), np.atleast_2d(np.cov(b, rowvar=False))
-    covmean = linalg.sqrtm(sigma_a @ sigma_b)
-    if not np.isfinite(covmean).all():
-        offset = 1e-6 * np.eye(len(sigma_a))
-        covmean = linalg.sqrtm((sigma_a + offset) @ (sigma_b + offset))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", linalg.LinAlgWarning)
+        covmean = linalg.sqrtm(sigma_a @ sigma_b)
     fd = np.sum((mu_a - mu_b) ** 2) + np.trace(sigma_a) + np.trace(sigma_b) - 2.0 * np.trace(covmean).real
     return float(fd)
 

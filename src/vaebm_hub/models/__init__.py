@@ -1,5 +1,16 @@
-"""Model components: the NVAE-faithful VAE, the energy networks and their shared layers."""
+"""Model components: the NVAE-faithful VAE, the MLP VAE, the energy networks and their shared layers."""
 
+from .modeling_ebm import VAEBMEnergyModel
+from .modeling_ebm_mlp import VAEBMEnergyMLP
 from .modeling_vae import VAE_PRESETS, PriorSample, VAEBMVAE, VAEBMVAEOutput
+from .modeling_vae_mlp import VAEBMMLPVAE
 
-__all__ = ["VAE_PRESETS", "PriorSample", "VAEBMVAE", "VAEBMVAEOutput"]
+__all__ = [
+    "VAE_PRESETS",
+    "PriorSample",
+    "VAEBMEnergyMLP",
+    "VAEBMEnergyModel",
+    "VAEBMMLPVAE",
+    "VAEBMVAE",
+    "VAEBMVAEOutput",
+]

@@ -31,7 +31,7 @@ from .distributions import (
     SoftClampedNormal,
 )
 from .layers import WNConv2d, elu_then
-from .noise_space import NoiseSpaceMixin
+from .vae_mixin import VAEBMVAEMixin
 from .nvae_cells import CHANNEL_MULT, SUPPORTED_ARCH_INSTANCES, Cell, DecCombinerCell, EncCombinerCell
 from .nvae_flows import PairedCellAR
 
@@ -108,7 +108,7 @@ class VAEBMVAEOutput(BaseOutput):
     kl_diag: list[torch.Tensor]
 
 
-class VAEBMVAE(ModelMixin, ConfigMixin, NoiseSpaceMixin):
+class VAEBMVAE(ModelMixin, ConfigMixin, VAEBMVAEMixin):
     """Hierarchical NVAE. Images in ``[0, 1]`` of shape ``(in_channels, sample_size, sample_size)``.
 
     Defaults are the small digits model of the embedded demo; the paper's configurations are
@@ -321,11 +321,6 @@ class VAEBMVAE(ModelMixin, ConfigMixin, NoiseSpaceMixin):
             return BernoulliImageDecoder(logits)
         return LogisticMixtureImageDecoder(logits, c.num_mixture_dec, c.num_x_bits)
 
-    def generate(self, eps: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
-        """Images in ``[0, 1]`` from flat noise ``eps`` (B, D): the decoder mean of ``T_z(eps_z)``."""
-        eps_z, _ = self.split_noise(eps)
-        return self.output_distribution(self.decode_noise(eps_z, temperature).logits).mean
-
     # ------------------------------------------------------------------ encoder / ELBO
     def check_images(self, x: torch.Tensor) -> None:
         """Raise a ``ValueError`` unless ``x`` is a finite ``(B, C, H, W)`` batch in ``[0, 1]`` of this VAE's size."""
@@ -411,25 +406,3 @@ class VAEBMVAE(ModelMixin, ConfigMixin, NoiseSpaceMixin):
         for n in range(num_nf):
             z = self.nf_cells[group * num_nf + n](z)
         return z
-
-    def reconstruction_log_prob(self, x: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
-        """``log p(x|z)`` summed per image (B,)."""
-        return self.output_distribution(logits).log_prob(x).flatten(1).sum(dim=1)
-
-    def elbo(
-        self, x: torch.Tensor, generator: torch.Generator | list[torch.Generator] | None = None
-    ) -> torch.Tensor:
-        """Single-sample ELBO ``log p(x|z) - sum_l KL_l`` per image (B,)."""
-        out = self(x, generator=generator)
-        return self.reconstruction_log_prob(x, out.logits) - sum(out.kl_all)
-
-    def importance_weighted_log_likelihood(
-        self, x: torch.Tensor, num_samples: int = 16, generator: torch.Generator | None = None
-    ) -> torch.Tensor:
-        """IWAE bound ``log (1/K) sum_k p(x, z_k) / q(z_k|x)`` per image (B,), tighter than the ELBO as K grows."""
-        weights = []
-        for _ in range(num_samples):
-            out = self(x, generator=generator)
-            weights.append(self.reconstruction_log_prob(x, out.logits) + out.log_p - out.log_q)
-        stacked = torch.stack(weights, dim=0)
-        return torch.logsumexp(stacked, dim=0) - torch.log(torch.tensor(float(num_samples), dtype=stacked.dtype))

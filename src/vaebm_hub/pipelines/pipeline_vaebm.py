@@ -1,0 +1,330 @@
+"""``VAEBMPipeline``: short-run Langevin sampling of VAEBM in the VAE's noise space, as a diffusers pipeline."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import PIL.Image
+import torch
+from diffusers import DiffusionPipeline
+from diffusers.utils import BaseOutput
+from huggingface_hub import constants as hub_constants
+from huggingface_hub import snapshot_download
+from torch import nn
+
+from ..schedulers.scheduling_langevin import LangevinScheduler
+from .potential import POTENTIALS, potential_and_grad, vaebm_potential
+
+OUTPUT_TYPES = ("pil", "np", "pt", "latent")
+LIBRARY_NAME = "vaebm_hub"
+# Files a saved pipeline consists of; everything else in a Hub repo (checkpoints, logs, samples) is skipped.
+HUB_ALLOW_PATTERNS = [
+    "model_index.json",
+    "*/config.json",
+    "*/scheduler_config.json",
+    "*/*.safetensors",
+    "*/*.safetensors.index*.json",
+    "README.md",
+]
+
+EXAMPLE_DOC_STRING = """
+    Examples:
+        ```py
+        >>> import torch
+        >>> from vaebm_hub import LangevinScheduler, VAEBMEnergyModel, VAEBMPipeline, VAEBMVAE
+
+        >>> pipe = VAEBMPipeline(vae=VAEBMVAE(), ebm=VAEBMEnergyModel(), scheduler=LangevinScheduler(step_size=5e-3))
+        >>> out = pipe(batch_size=4, num_inference_steps=5, generator=torch.Generator().manual_seed(0), output_type="np")
+        >>> out.images.shape
+        (4, 8, 8, 1)
+        ```
+"""
+
+
+class NonFiniteChainError(FloatingPointError):
+    """A Langevin chain reached NaN/Inf; raised instead of returning garbage images."""
+
+
+@dataclass
+class VAEBMPipelineOutput(BaseOutput):
+    """``images``: PIL list, ``(B, H, W, C)`` array in [0, 1], ``(B, C, H, W)`` tensor, or the final noise ``(B, D)``
+    for ``output_type="latent"``. ``energy_trace``: ``(K + 1, B)`` energies along the chain when requested.
+    ``kept``: indices of the returned chains (all of them unless ``drop_nonfinite=True`` dropped some)."""
+
+    images: list[PIL.Image.Image] | np.ndarray | torch.Tensor
+    energy_trace: torch.Tensor | None = None
+    kept: torch.Tensor | None = None
+
+
+@contextlib.contextmanager
+def eval_mode(*modules: nn.Module) -> Iterator[None]:
+    """Temporarily put modules in eval mode (batch norm on running statistics), restoring their flags after."""
+    flags = [m.training for m in modules]
+    try:
+        for m in modules:
+            m.eval()
+        yield
+    finally:
+        for m, flag in zip(modules, flags):
+            m.train(flag)
+
+
+class VAEBMPipeline(DiffusionPipeline):
+    r"""Sample VAEBM ``h(x, z) ∝ p_theta(x, z) exp(-E_psi(x))`` by Langevin dynamics in the VAE's noise space.
+
+    Components:
+        vae ([`VAEBMVAE`] or [`VAEBMMLPVAE`]): the (frozen) VAE ``p_theta``; defines ``eps -> (z, x)``.
+        ebm ([`VAEBMEnergyModel`] or [`VAEBMEnergyMLP`]): the energy network ``E_psi(x)`` on data in ``[0, 1]``.
+        scheduler ([`LangevinScheduler`]): step sizes, noise scale, optional MALA correction.
+        potential (`str`): ``"exact"`` (the paper's ``E + |eps|^2 / 2``) or ``"official"`` (the released code's
+            ``E - log p(z) - log p(x|z)`` with its clamps); see :mod:`vaebm_hub.pipelines.potential`.
+
+    ``num_inference_steps=0`` returns plain VAE samples, the baseline VAEBM improves on.
+    """
+
+    model_cpu_offload_seq = "vae->ebm"
+    _callback_tensor_inputs = ["latents"]
+
+    def __init__(self, vae, ebm, scheduler: LangevinScheduler, potential: str = "exact") -> None:
+        super().__init__()
+        if potential not in POTENTIALS:
+            raise ValueError(f"potential must be one of {POTENTIALS}, got {potential!r}")
+        self.register_modules(vae=vae, ebm=ebm, scheduler=scheduler)
+        self.register_to_config(potential=potential)
+
+    def register_to_config(self, **kwargs) -> None:
+        """Record our components as ``["vaebm_hub", Class]`` (not the internal module path), so that reorganising
+        the package never breaks saved pipelines."""
+        for name, value in kwargs.items():
+            if isinstance(value, (tuple, list)) and len(value) == 2 and str(value[0]).startswith(LIBRARY_NAME + "."):
+                kwargs[name] = (LIBRARY_NAME, value[1])
+        super().register_to_config(**kwargs)
+
+    @classmethod
+    def download(cls, pretrained_model_name: str | os.PathLike, **kwargs) -> str:
+        """Fetch a saved pipeline from the Hub with ``snapshot_download`` (the files of a saved pipeline only).
+
+        diffusers' own ``download`` refuses repos whose ``model_index.json`` names a library other than diffusers or
+        transformers; this override makes ``VAEBMPipeline.from_pretrained("<hub id>")`` work. Honours
+        ``revision``, ``cache_dir``, ``token``, ``force_download``, ``local_files_only`` and ``HF_HUB_OFFLINE``.
+        """
+        if os.path.isdir(pretrained_model_name):
+            return os.fspath(pretrained_model_name)
+        return snapshot_download(
+            str(pretrained_model_name),
+            revision=kwargs.get("revision"),
+            cache_dir=kwargs.get("cache_dir"),
+            token=kwargs.get("token"),
+            force_download=kwargs.get("force_download", False),
+            local_files_only=kwargs.get("local_files_only", False) or hub_constants.HF_HUB_OFFLINE,
+            allow_patterns=HUB_ALLOW_PATTERNS,
+        )
+
+    # ------------------------------------------------------------------ input checks
+    def check_inputs(
+        self,
+        batch_size: int,
+        num_inference_steps: int,
+        step_size: float | None,
+        temperature: float,
+        generator,
+        latents: torch.Tensor | None,
+        output_type: str,
+        callback_on_step_end_tensor_inputs: list[str],
+    ) -> None:
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        if not isinstance(num_inference_steps, int) or num_inference_steps < 0:
+            raise ValueError(f"num_inference_steps must be an integer >= 0 (0 = plain VAE samples), got {num_inference_steps!r}")
+        if step_size is not None and not step_size > 0:
+            raise ValueError(f"step_size must be > 0, got {step_size!r}")
+        if not temperature > 0:
+            raise ValueError(f"temperature must be > 0, got {temperature!r}")
+        if isinstance(generator, list) and len(generator) != batch_size:
+            raise ValueError(f"got {len(generator)} generators for batch_size={batch_size}; pass one per sample")
+        if output_type not in OUTPUT_TYPES:
+            raise ValueError(f"output_type must be one of {OUTPUT_TYPES}, got {output_type!r}")
+        if output_type == "pil" and len(self.vae.data_shape) != 3:
+            raise ValueError("output_type='pil' needs image data; this VAE models vectors, use 'np' or 'pt'")
+        if latents is not None:
+            if tuple(latents.shape) != (batch_size, self.vae.noise_dim):
+                raise ValueError(
+                    f"latents must have shape ({batch_size}, {self.vae.noise_dim}) = (batch_size, vae.noise_dim), "
+                    f"got {tuple(latents.shape)}"
+                )
+            if not torch.isfinite(latents).all():
+                raise ValueError("latents contain NaN or Inf values")
+        unknown = set(callback_on_step_end_tensor_inputs) - set(self._callback_tensor_inputs)
+        if unknown:
+            raise ValueError(f"callback tensor inputs {sorted(unknown)} are not in {self._callback_tensor_inputs}")
+
+    # ------------------------------------------------------------------ sampling
+    @torch.no_grad()
+    def __call__(
+        self,
+        batch_size: int = 1,
+        num_inference_steps: int | None = None,
+        step_size: float | None = None,
+        temperature: float = 1.0,
+        generator: torch.Generator | list[torch.Generator] | None = None,
+        latents: torch.Tensor | None = None,
+        potential: str | None = None,
+        output_type: str = "pil",
+        return_dict: bool = True,
+        callback_on_step_end: Callable[[DiffusionPipeline, int, int, dict], dict] | None = None,
+        callback_on_step_end_tensor_inputs: list[str] | None = None,
+        return_energy_trace: bool = False,
+        drop_nonfinite: bool = False,
+    ) -> VAEBMPipelineOutput | tuple:
+        r"""Draw ``batch_size`` samples by ``num_inference_steps`` Langevin steps on ``U(eps)``.
+
+        Args:
+            batch_size: number of chains (images).
+            num_inference_steps: chain length ``K``; ``None`` = the scheduler's default, ``0`` = plain VAE samples.
+            step_size: override the scheduler's (first) step size ``eta``.
+            temperature: prior temperature ``t`` of the VAE (1 = the paper's sampling setting).
+            generator: a ``torch.Generator`` (or one per sample) for the initial noise and every Langevin draw.
+            latents: initial noise ``eps`` of shape ``(batch_size, vae.noise_dim)``; drawn from ``N(0, I)`` if None.
+            potential: override the pipeline's ``"exact"`` / ``"official"`` potential for this call.
+            output_type: ``"pil"``, ``"np"`` (``(B, H, W, C)`` floats in [0, 1]), ``"pt"`` (``(B, C, H, W)``) or
+                ``"latent"`` (the final ``eps``).
+            return_dict: return a [`VAEBMPipelineOutput`] instead of a tuple.
+            callback_on_step_end: ``fn(pipe, step, timestep, {"latents": eps}) -> dict`` after each step; returning
+                ``{"latents": ...}`` replaces the chain state.
+            callback_on_step_end_tensor_inputs: tensors passed to the callback (only ``"latents"``).
+            return_energy_trace: also return the energies ``E(x)`` at every chain state, ``(K + 1, B)``.
+            drop_nonfinite: drop chains that reached NaN/Inf instead of raising :class:`NonFiniteChainError`.
+
+        The images are the decoder mean of the final ``z``, mapped to ``[0, 1]`` as ``clamp(mu / 2 + 1/2, 0, 1)``
+        (the official script instead min-max rescales every image; we do not).
+        """
+        scheduler = self.scheduler
+        if num_inference_steps is None:
+            num_inference_steps = scheduler.config.num_train_timesteps
+        callback_inputs = callback_on_step_end_tensor_inputs or ["latents"]
+        self.check_inputs(
+            batch_size, num_inference_steps, step_size, temperature, generator, latents, output_type, callback_inputs
+        )
+        potential = potential or self.config.potential
+        if potential not in POTENTIALS:
+            raise ValueError(f"potential must be one of {POTENTIALS}, got {potential!r}")
+        if step_size is not None:
+            scheduler = LangevinScheduler.from_config(scheduler.config, step_size=step_size)
+        device, dtype = self._execution_device, self.vae.dtype
+
+        if latents is None:
+            latents = self.vae.sample_noise(batch_size, generator=generator, device=device, dtype=dtype)
+        latents = latents.to(device=device, dtype=dtype)
+        scheduler.set_timesteps(num_inference_steps, device=device)
+        metropolis = scheduler.config.metropolis
+
+        def evaluate(eps: torch.Tensor):
+            return potential_and_grad(self.vae, self.ebm, eps, temperature, potential)
+
+        finite = torch.ones(batch_size, dtype=torch.bool, device=device)
+        trace: list[torch.Tensor] = []
+        with eval_mode(self.vae, self.ebm):
+            state = None
+            for i, t in enumerate(self.progress_bar(scheduler.timesteps)):
+                if state is None:
+                    state = evaluate(latents)
+                u, grad, energy = state
+                finite &= torch.isfinite(u)
+                if return_energy_trace:
+                    trace.append(energy)
+                proposal = scheduler.step(grad, t, latents, generator=generator)
+                if metropolis:
+                    u_new, grad_new, energy_new = evaluate(proposal.prev_sample)
+                    latents, accepted = scheduler.metropolis_accept(
+                        latents, proposal.prev_sample, u, u_new, grad, grad_new, proposal.step_size, generator
+                    )
+                    state = (
+                        torch.where(accepted, u_new, u),
+                        torch.where(accepted[:, None], grad_new, grad),
+                        torch.where(accepted, energy_new, energy),
+                    )
+                else:
+                    latents, state = proposal.prev_sample, None
+                if callback_on_step_end is not None:
+                    callback_kwargs = {name: locals()[name] for name in callback_inputs}
+                    returned = callback_on_step_end(self, i, t, callback_kwargs) or {}
+                    if "latents" in returned:
+                        latents, state = returned["latents"], None
+            if return_energy_trace:
+                trace.append(state[2] if state is not None else self._chain_energy(latents, temperature))
+            finite &= torch.isfinite(latents).all(dim=1)
+            kept = self._handle_nonfinite(finite, drop_nonfinite)
+            latents = latents[kept]
+            images = latents if output_type == "latent" else self.vae.generate(latents, temperature)
+
+        energy_trace = torch.stack(trace)[:, kept] if return_energy_trace else None
+        images = self._postprocess(images, output_type)
+        self.maybe_free_model_hooks()
+        if not return_dict:
+            return (images, energy_trace)
+        return VAEBMPipelineOutput(images=images, energy_trace=energy_trace, kept=kept)
+
+    def _chain_energy(self, latents: torch.Tensor, temperature: float) -> torch.Tensor:
+        return vaebm_potential(self.vae, self.ebm, latents, temperature, "exact").energy
+
+    @staticmethod
+    def _handle_nonfinite(finite: torch.Tensor, drop: bool) -> torch.Tensor:
+        """Indices of chains to keep; raises unless every chain stayed finite or ``drop`` is set (one host sync)."""
+        if bool(finite.all()):
+            return torch.arange(finite.numel(), device=finite.device)
+        bad = int((~finite).sum())
+        if not drop:
+            raise NonFiniteChainError(
+                f"{bad} of {finite.numel()} Langevin chains reached NaN/Inf. Lower the step size (or the "
+                "temperature), check the energy network for NaN energies, or pass drop_nonfinite=True to drop them."
+            )
+        return torch.nonzero(finite).flatten()
+
+    def _postprocess(self, images: torch.Tensor, output_type: str):
+        if output_type in ("latent", "pt"):
+            return images
+        array = images.float().cpu()
+        if array.dim() == 4:
+            array = array.permute(0, 2, 3, 1)
+        array = array.numpy()
+        return self.numpy_to_pil(array) if output_type == "pil" else array
+
+    # ------------------------------------------------------------------ scoring (OOD detection)
+    def _as_batch(self, images: torch.Tensor) -> torch.Tensor:
+        images = torch.as_tensor(images).to(device=self._execution_device, dtype=self.vae.dtype)
+        self.vae.check_images(images)
+        return images
+
+    @torch.no_grad()
+    def energy(self, images: torch.Tensor) -> torch.Tensor:
+        """Energies ``E_psi(x)`` (B,) of images in ``[0, 1]`` (low = data-like)."""
+        images = self._as_batch(images)
+        with eval_mode(self.ebm):
+            return self.ebm(images)
+
+    @torch.no_grad()
+    def log_density(
+        self,
+        images: torch.Tensor,
+        method: str = "elbo",
+        num_samples: int = 16,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """Unnormalised ``log h(x) = log p_vae(x) - E(x)`` (B,), the paper's out-of-distribution score.
+
+        ``log p_vae`` is the ELBO (``method="elbo"``) or the importance-weighted bound with ``num_samples``
+        posterior samples (``"iwae"``). The normaliser ``log Z`` is omitted: it cancels in AUROC and rankings.
+        """
+        images = self._as_batch(images)
+        with eval_mode(self.vae, self.ebm):
+            if method == "elbo":
+                log_p = self.vae.elbo(images, generator=generator)
+            elif method == "iwae":
+                log_p = self.vae.importance_weighted_log_likelihood(images, num_samples, generator=generator)
+            else:
+                raise ValueError(f"method must be 'elbo' or 'iwae', got {method!r}")
+            return log_p - self.ebm(images)
