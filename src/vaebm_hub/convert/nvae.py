@@ -53,7 +53,9 @@ def vae_config_from_nvae_args(args: Namespace | dict[str, Any]) -> dict[str, Any
     if missing:
         raise ValueError(f"the checkpoint's args lack {missing}; is this an NVAE training checkpoint?")
     if args["arch_instance"] != "res_mbconv":
-        raise ValueError(f"unsupported NVAE option arch_instance={args['arch_instance']!r}; only 'res_mbconv' is supported")
+        raise ValueError(
+            f"unsupported NVAE option arch_instance={args['arch_instance']!r}; only 'res_mbconv' is supported"
+        )
     dataset = args["dataset"]
     if dataset in GREY_DATASETS:
         decoder = "bernoulli"

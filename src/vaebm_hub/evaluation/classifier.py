@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -67,6 +68,10 @@ class FeatureNet(nn.Module):
         )
         self.head = nn.Linear(feature_dim, num_classes)
 
+    @classmethod
+    def from_config(cls, config: ClassifierConfig) -> FeatureNet:
+        return cls(config.width, config.feature_dim, config.num_classes)
+
     def features(self, x: torch.Tensor) -> torch.Tensor:
         return self.body(x)
 
@@ -96,7 +101,7 @@ class FeatureClassifier:
         return x
 
     @torch.no_grad()
-    def _apply(self, fn, x: ArrayLike, batch_size: int) -> np.ndarray:
+    def _apply(self, fn: Callable[[torch.Tensor], torch.Tensor], x: ArrayLike, batch_size: int) -> np.ndarray:
         x = self._check(x)
         return torch.cat([fn(chunk) for chunk in x.split(batch_size)]).double().numpy()
 
@@ -153,7 +158,7 @@ def train_feature_classifier(
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
-        net = FeatureNet(config.width, config.feature_dim, config.num_classes)
+        net = FeatureNet.from_config(config)
     optimizer = torch.optim.Adam(net.parameters(), lr=config.lr)
     net.train()
     for _ in range(config.epochs):
@@ -185,7 +190,7 @@ def _cache_key(dataset: str, x: torch.Tensor, y: torch.Tensor, config: Classifie
     return f"{dataset}-{digest.hexdigest()[:16]}"
 
 
-def _atomic_write(path: Path, write) -> None:
+def _atomic_write(path: Path, write: Callable[[Path], object]) -> None:
     """Write through a temporary name and rename, so a concurrent reader never sees a partial file."""
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     write(tmp)
@@ -215,7 +220,7 @@ def get_feature_classifier(
     weights_path, meta_path = directory / f"{key}.safetensors", directory / f"{key}.json"
 
     if weights_path.is_file() and meta_path.is_file():
-        net = FeatureNet(config.width, config.feature_dim, config.num_classes)
+        net = FeatureNet.from_config(config)
         net.load_state_dict(load_file(weights_path))
         accuracy = json.loads(meta_path.read_text())["accuracy"]
         return FeatureClassifier(net, accuracy, image_size, loaded_from_cache=True)

@@ -2,7 +2,7 @@
 
 from .modeling_ebm import VAEBMEnergyModel
 from .modeling_ebm_mlp import VAEBMEnergyMLP
-from .modeling_vae import VAE_PRESETS, PriorSample, VAEBMVAE, VAEBMVAEOutput
+from .modeling_vae import VAE_PRESETS, VAEBMVAE, PriorSample, VAEBMVAEOutput
 from .modeling_vae_mlp import VAEBMMLPVAE
 
 __all__ = [

@@ -8,7 +8,7 @@ from diffusers.configuration_utils import ConfigMixin, register_to_config
 from torch import nn
 
 from .layers import LipSwish
-from .modeling_ebm import SpectralRegularizationMixin, check_finite
+from .spectral import SpectralRegularizationMixin, check_finite
 
 
 class VAEBMEnergyMLP(ModelMixin, ConfigMixin, SpectralRegularizationMixin):
@@ -31,14 +31,15 @@ class VAEBMEnergyMLP(ModelMixin, ConfigMixin, SpectralRegularizationMixin):
         self.linear = nn.Linear(hidden_dim, 1)
         self.act = LipSwish()
 
-    def _check_input(self, x: torch.Tensor) -> None:
+    def _check_input(self, x: torch.Tensor, finite: bool = True) -> None:
         if x.dim() != 2 or x.shape[1] != self.config.in_features:
             raise ValueError(f"Expected points of shape (B, {self.config.in_features}), got {tuple(x.shape)}.")
-        check_finite(x)
+        if finite:
+            check_finite(x)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Energies ``(B,)`` of points ``x: (B, in_features)``."""
-        self._check_input(x)
+    def forward(self, x: torch.Tensor, check_finite: bool = True) -> torch.Tensor:
+        """Energies ``(B,)`` of points ``x: (B, in_features)``; ``check_finite=False`` skips the NaN/Inf check."""
+        self._check_input(x, check_finite)
         for layer in self.layers:
             x = self.act(layer(x))
         return self.linear(x).squeeze(1)

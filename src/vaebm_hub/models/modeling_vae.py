@@ -31,9 +31,10 @@ from .distributions import (
     SoftClampedNormal,
 )
 from .layers import WNConv2d, elu_then
-from .vae_mixin import VAEBMVAEMixin
 from .nvae_cells import CHANNEL_MULT, SUPPORTED_ARCH_INSTANCES, Cell, DecCombinerCell, EncCombinerCell
-from .nvae_flows import PairedCellAR
+from .nvae_flows import ARConv2d, PairedCellAR
+from .spectral import SpectralRegularizationMixin
+from .vae_mixin import VAEBMVAEMixin
 
 DECODER_DISTRIBUTIONS = ("normal", "bernoulli", "discretized_logistic_mixture")
 
@@ -97,7 +98,8 @@ class VAEBMVAEOutput(BaseOutput):
 
     ``log_q`` (B,) is summed at the pre-flow posterior sample, ``log_p`` (B,) at the post-flow one; ``kl_all`` holds
     one (B,) tensor per group (analytic KL without flows, ``log q - log p`` with flows); ``kl_diag`` one per-channel
-    batch-mean vector per group (NVAE's KL-balancing statistic).
+    batch-mean vector per group (NVAE's KL-balancing statistic); ``posterior`` and ``prior`` the clamped
+    ``(mu, sigma)`` of ``q(z_l | x, z_<l)`` and ``p(z_l | z_<l)`` per group.
     """
 
     logits: torch.Tensor
@@ -106,9 +108,11 @@ class VAEBMVAEOutput(BaseOutput):
     log_p: torch.Tensor
     kl_all: list[torch.Tensor]
     kl_diag: list[torch.Tensor]
+    posterior: list[tuple[torch.Tensor, torch.Tensor]] | None = None
+    prior: list[tuple[torch.Tensor, torch.Tensor]] | None = None
 
 
-class VAEBMVAE(ModelMixin, ConfigMixin, VAEBMVAEMixin):
+class VAEBMVAE(ModelMixin, ConfigMixin, VAEBMVAEMixin, SpectralRegularizationMixin):
     """Hierarchical NVAE. Images in ``[0, 1]`` of shape ``(in_channels, sample_size, sample_size)``.
 
     Defaults are the small digits model of the embedded demo; the paper's configurations are
@@ -239,21 +243,38 @@ class VAEBMVAE(ModelMixin, ConfigMixin, VAEBMVAEMixin):
     def _check_config(self) -> None:
         c = self.config
         if c.decoder_distribution not in DECODER_DISTRIBUTIONS:
-            raise ValueError(f"decoder_distribution must be one of {DECODER_DISTRIBUTIONS}, got {c.decoder_distribution!r}")
+            raise ValueError(
+                f"decoder_distribution must be one of {DECODER_DISTRIBUTIONS}, got {c.decoder_distribution!r}"
+            )
         if c.arch_instance not in SUPPORTED_ARCH_INSTANCES:
-            raise ValueError(f"arch_instance {c.arch_instance!r} is not supported; use one of {list(SUPPORTED_ARCH_INSTANCES)}")
+            raise ValueError(
+                f"arch_instance {c.arch_instance!r} is not supported; use one of {list(SUPPORTED_ARCH_INSTANCES)}"
+            )
         if c.decoder_distribution == "discretized_logistic_mixture" and c.in_channels != 3:
             raise ValueError("the discretized logistic mixture decoder models RGB images (in_channels=3)")
         if c.num_latent_scales == 1 and c.num_groups_per_scale == 1:
-            raise ValueError("NVAE's single-group 'vanilla VAE' variant is not supported; use num_groups_per_scale >= 2")
+            raise ValueError(
+                "NVAE's single-group 'vanilla VAE' variant is not supported; use num_groups_per_scale >= 2"
+            )
         if c.num_postprocess_blocks != c.num_preprocess_blocks:
-            raise ValueError("num_postprocess_blocks must equal num_preprocess_blocks (the decoder undoes each down-sampling)")
+            raise ValueError(
+                "num_postprocess_blocks must equal num_preprocess_blocks (the decoder undoes each down-sampling)"
+            )
         factor = 2 ** (c.num_preprocess_blocks + c.num_latent_scales - 1)
         if c.sample_size % factor:
             raise ValueError(
                 f"sample_size={c.sample_size} must be divisible by 2**(num_preprocess_blocks + num_latent_scales - 1)"
                 f" = {factor}"
             )  # fmt: skip
+
+    def _spectral_matrices(self) -> list[tuple[str, torch.Tensor]]:
+        """Every convolution's effective weight as ``(C_out, C_in k k)`` — NVAE's weight-norm spectral
+        regulariser (``spectral_norm_loss``) covers all of them, masked flow convs included."""
+        return [
+            (name, module.effective_weight().flatten(1))
+            for name, module in self.named_modules()
+            if isinstance(module, (WNConv2d, ARConv2d))
+        ]
 
     @property
     def num_output_channels(self) -> int:
@@ -325,7 +346,9 @@ class VAEBMVAE(ModelMixin, ConfigMixin, VAEBMVAEMixin):
     def check_images(self, x: torch.Tensor) -> None:
         """Raise a ``ValueError`` unless ``x`` is a finite ``(B, C, H, W)`` batch in ``[0, 1]`` of this VAE's size."""
         if x.dim() != 4 or tuple(x.shape[1:]) != tuple(self.data_shape):
-            raise ValueError(f"images must have shape (B, {', '.join(map(str, self.data_shape))}), got {tuple(x.shape)}")
+            raise ValueError(
+                f"images must have shape (B, {', '.join(map(str, self.data_shape))}), got {tuple(x.shape)}"
+            )
         if not torch.isfinite(x).all():
             raise ValueError("images contain NaN or Inf values")
         if x.min() < 0 or x.max() > 1:
@@ -400,7 +423,16 @@ class VAEBMVAE(ModelMixin, ConfigMixin, VAEBMVAEMixin):
             kl_all.append(kl.sum(dim=(1, 2, 3)))
         log_q = sum(t.sum(dim=(1, 2, 3)) for t in log_q_terms)
         log_p = sum(t.sum(dim=(1, 2, 3)) for t in log_p_terms)
-        return VAEBMVAEOutput(logits=logits, z=z_list, log_q=log_q, log_p=log_p, kl_all=kl_all, kl_diag=kl_diag)
+        return VAEBMVAEOutput(
+            logits=logits,
+            z=z_list,
+            log_q=log_q,
+            log_p=log_p,
+            kl_all=kl_all,
+            kl_diag=kl_diag,
+            posterior=[(q.mu, q.sigma) for q in qs],
+            prior=[(p.mu, p.sigma) for p in ps],
+        )
 
     def _flow(self, z: torch.Tensor, group: int, num_nf: int) -> torch.Tensor:
         for n in range(num_nf):

@@ -53,7 +53,9 @@ class NoiseSpaceMixin:
         """Inverse of :meth:`split_noise`."""
         parts = list(eps_z) + ([eps_x] if self.has_pixel_noise else [])
         if len(parts) != len(self.noise_shapes):
-            raise ValueError(f"expected {len(self.latent_shapes)} latent groups (+ pixel noise: {self.has_pixel_noise})")
+            raise ValueError(
+                f"expected {len(self.latent_shapes)} latent groups (+ pixel noise: {self.has_pixel_noise})"
+            )
         return torch.cat([p.reshape(p.shape[0], -1) for p in parts], dim=1)
 
     def sample_noise(

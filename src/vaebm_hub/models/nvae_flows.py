@@ -66,15 +66,17 @@ class ARConv2d(nn.Conv2d):
         mirror: bool = False,
     ) -> None:
         super().__init__(in_channels, out_channels, kernel_size, padding=padding, groups=groups, bias=bias)
-        self.register_buffer(
-            "mask", conv_mask(kernel_size, in_channels, out_channels, groups, zero_diag, mirror), persistent=False
-        )
-        init = torch.linalg.vector_norm((self.weight.detach() * self.mask).flatten(1), dim=1).view(-1, 1, 1, 1)
+        mask = conv_mask(kernel_size, in_channels, out_channels, groups, zero_diag, mirror)
+        self.register_buffer("mask", mask, persistent=False)  # rebuilt, never saved
+        masked = self.weight.detach() * mask.to(self.weight.device)  # the weight is on "meta" under lazy loading
+        init = torch.linalg.vector_norm(masked.flatten(1), dim=1).view(-1, 1, 1, 1)
         self.log_weight_norm = nn.Parameter(torch.log(init + 1e-2))
 
+    def effective_weight(self) -> torch.Tensor:
+        return normalize_weight(self.weight * self.mask, self.log_weight_norm)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        weight = normalize_weight(self.weight * self.mask, self.log_weight_norm)
-        return self._conv_forward(x, weight, self.bias)
+        return self._conv_forward(x, self.effective_weight(), self.bias)
 
 
 class ARInvertedResidual(nn.Module):

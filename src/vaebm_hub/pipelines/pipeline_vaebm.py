@@ -11,12 +11,13 @@ import numpy as np
 import PIL.Image
 import torch
 from diffusers import DiffusionPipeline
-from diffusers.utils import BaseOutput
+from diffusers.utils import BaseOutput, replace_example_docstring
 from huggingface_hub import constants as hub_constants
 from huggingface_hub import snapshot_download
 from torch import nn
 
 from ..schedulers.scheduling_langevin import LangevinScheduler
+from .checks import verify_saved_pipeline
 from .potential import POTENTIALS, potential_and_grad, vaebm_potential
 
 OUTPUT_TYPES = ("pil", "np", "pt", "latent")
@@ -38,7 +39,8 @@ EXAMPLE_DOC_STRING = """
         >>> from vaebm_hub import LangevinScheduler, VAEBMEnergyModel, VAEBMPipeline, VAEBMVAE
 
         >>> pipe = VAEBMPipeline(vae=VAEBMVAE(), ebm=VAEBMEnergyModel(), scheduler=LangevinScheduler(step_size=5e-3))
-        >>> out = pipe(batch_size=4, num_inference_steps=5, generator=torch.Generator().manual_seed(0), output_type="np")
+        >>> generator = torch.Generator().manual_seed(0)
+        >>> out = pipe(batch_size=4, num_inference_steps=5, generator=generator, output_type="np")
         >>> out.images.shape
         (4, 8, 8, 1)
         ```
@@ -124,6 +126,16 @@ class VAEBMPipeline(DiffusionPipeline):
             allow_patterns=HUB_ALLOW_PATTERNS,
         )
 
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, **kwargs) -> VAEBMPipeline:
+        """Load a saved pipeline from a folder or a Hub id (see :meth:`download`), after checking that every
+        component's config and safetensors weights are present, complete and consistent."""
+        path = pretrained_model_name_or_path
+        if not os.path.isdir(path):
+            path = cls.download(path, **kwargs)
+        verify_saved_pipeline(path, variant=kwargs.get("variant"))
+        return super().from_pretrained(path, **kwargs)
+
     # ------------------------------------------------------------------ input checks
     def check_inputs(
         self,
@@ -139,7 +151,9 @@ class VAEBMPipeline(DiffusionPipeline):
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
         if not isinstance(num_inference_steps, int) or num_inference_steps < 0:
-            raise ValueError(f"num_inference_steps must be an integer >= 0 (0 = plain VAE samples), got {num_inference_steps!r}")
+            raise ValueError(
+                f"num_inference_steps must be an integer >= 0 (0 = plain VAE samples), got {num_inference_steps!r}"
+            )
         if step_size is not None and not step_size > 0:
             raise ValueError(f"step_size must be > 0, got {step_size!r}")
         if not temperature > 0:
@@ -164,6 +178,7 @@ class VAEBMPipeline(DiffusionPipeline):
 
     # ------------------------------------------------------------------ sampling
     @torch.no_grad()
+    @replace_example_docstring(EXAMPLE_DOC_STRING)
     def __call__(
         self,
         batch_size: int = 1,
@@ -198,6 +213,8 @@ class VAEBMPipeline(DiffusionPipeline):
             callback_on_step_end_tensor_inputs: tensors passed to the callback (only ``"latents"``).
             return_energy_trace: also return the energies ``E(x)`` at every chain state, ``(K + 1, B)``.
             drop_nonfinite: drop chains that reached NaN/Inf instead of raising :class:`NonFiniteChainError`.
+
+        Examples:
 
         The images are the decoder mean of the final ``z``, mapped to ``[0, 1]`` as ``clamp(mu / 2 + 1/2, 0, 1)``
         (the official script instead min-max rescales every image; we do not).
@@ -250,8 +267,9 @@ class VAEBMPipeline(DiffusionPipeline):
                 else:
                     latents, state = proposal.prev_sample, None
                 if callback_on_step_end is not None:
-                    callback_kwargs = {name: locals()[name] for name in callback_inputs}
-                    returned = callback_on_step_end(self, i, t, callback_kwargs) or {}
+                    tensors = {"latents": latents}
+                    returned = callback_on_step_end(self, i, t, {name: tensors[name] for name in callback_inputs})
+                    returned = returned or {}
                     if "latents" in returned:
                         latents, state = returned["latents"], None
             if return_energy_trace:

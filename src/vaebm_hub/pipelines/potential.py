@@ -47,7 +47,7 @@ def vaebm_potential(
     prior = vae.decode_noise(eps_z, temperature)
     decoder = vae.output_distribution(prior.logits)
     x = decoder.rsample(eps_x) if eps_x is not None else decoder.mean
-    energy = ebm(x)
+    energy = ebm(x, check_finite=False)  # non-finite chains are tracked by the caller
     if potential == "exact":
         u = energy + 0.5 * eps.pow(2).sum(dim=1)
     else:

@@ -48,12 +48,14 @@ def _rand_uniform(
     device: torch.device,
     dtype: torch.dtype,
 ) -> torch.Tensor:
-    """U(0, 1) draws of shape (B,), seeded like `randn_tensor`: a list of generators draws sample i from generator i,
-    a one-element list acts as a single generator, and draws happen on the generator's device, then move to `device`."""
+    """U(0, 1) draws of shape (B,), seeded like `randn_tensor`: a list of generators draws sample i from generator
+    i, a one-element list acts as a single generator, and draws happen on the generator's device, then move."""
     if isinstance(generator, list) and len(generator) == 1:
         generator = generator[0]
     if isinstance(generator, list):
-        draws = [torch.rand(1, generator=generator[i], device=generator[i].device, dtype=dtype) for i in range(batch_size)]
+        draws = [
+            torch.rand(1, generator=generator[i], device=generator[i].device, dtype=dtype) for i in range(batch_size)
+        ]
         return torch.cat(draws).to(device)
     rand_device = generator.device if generator is not None else device
     return torch.rand(batch_size, generator=generator, device=rand_device, dtype=dtype).to(device)
@@ -90,7 +92,8 @@ class LangevinScheduler(SchedulerMixin, ConfigMixin):
         step_size (`float`, defaults to 8e-5):
             η at the first step (all steps for the constant schedule). VAEBM's CIFAR-10 value.
         noise_scale (`float`, defaults to 1.0):
-            s, multiplies the injected noise (1 = exact Langevin; 0 = gradient descent).
+            s, multiplies the injected noise: 1 targets exp(−U), other values the tempered exp(−U/s²) (MALA still
+            targets exp(−U)), 0 is gradient descent.
         step_size_schedule (`str`, defaults to `"constant"`):
             How η moves from `step_size` to `final_step_size` over the chain: `"constant"`, `"linear"`, `"cosine"`
             (half cosine) or `"geometric"` (log-linear).
@@ -101,6 +104,7 @@ class LangevinScheduler(SchedulerMixin, ConfigMixin):
             and the step's noise ξ, η = 4·(snr·‖ξ‖/‖g‖)². Norms are taken **per sample** (diffusers averages them over
             the batch): our batch rows are independent chains, so one chain's step must not depend on the others —
             results are then independent of batch composition and reproducible row by row with a list of generators.
+            A zero gradient gives η = inf; non-finite values are the caller's to handle.
         metropolis (`bool`, defaults to `False`):
             Whether the caller applies [`~LangevinScheduler.metropolis_accept`] after each step (MALA).
     """
@@ -125,7 +129,7 @@ class LangevinScheduler(SchedulerMixin, ConfigMixin):
         if not step_size > 0 or not math.isfinite(step_size):
             raise ValueError(f"step_size={step_size} must be a finite number > 0, e.g. 8e-5.")
         if not noise_scale >= 0:
-            raise ValueError(f"noise_scale={noise_scale} must be >= 0 (1.0 = exact Langevin).")
+            raise ValueError(f"noise_scale={noise_scale} must be >= 0 (1.0 = standard Langevin).")
         if step_size_schedule not in STEP_SIZE_SCHEDULES:
             raise ValueError(f"Unknown step_size_schedule={step_size_schedule!r}; use one of {STEP_SIZE_SCHEDULES}.")
         if step_size_schedule != "constant":
@@ -265,10 +269,13 @@ class LangevinScheduler(SchedulerMixin, ConfigMixin):
             raise ValueError(f"energy and proposal_energy must have shape ({batch},), one value per sample.")
         dtype = torch.promote_types(sample.dtype, torch.float32)
         eta = step_size.to(dtype)
+        half_eta = 0.5 * _batch_view(eta, sample)
         x, y = sample.to(dtype), proposal.to(dtype)
-        forward = _sq_norm(y - x + 0.5 * _batch_view(eta, x) * grad.to(dtype))
-        backward = _sq_norm(x - y + 0.5 * _batch_view(eta, x) * proposal_grad.to(dtype))
-        log_alpha = energy.to(dtype) - proposal_energy.to(dtype) + (forward - backward) / (2 * self.config.noise_scale**2 * eta)
+        # −2s²η·log q(ε'|ε) and −2s²η·log q(ε|ε'), up to the same constant
+        forward = _sq_norm(y - x + half_eta * grad.to(dtype))
+        backward = _sq_norm(x - y + half_eta * proposal_grad.to(dtype))
+        log_q_ratio = (forward - backward) / (2 * self.config.noise_scale**2 * eta)
+        log_alpha = energy.to(dtype) - proposal_energy.to(dtype) + log_q_ratio
         accepted = _rand_uniform(batch, generator, sample.device, dtype).log() < log_alpha
         num_accepted = accepted.sum()
         self._num_accepted = num_accepted if self._num_accepted is None else self._num_accepted + num_accepted
