@@ -90,11 +90,14 @@ def load_official_nvae(path: str | os.PathLike) -> VAEBMVAE:
 
     Raises ``ValueError`` for unsupported options, corrupt files or state dicts that do not fit the args.
     """
-    checkpoint = load_official_checkpoint(path, allow_namespace=True)
+    return vae_from_checkpoint(load_official_checkpoint(path, allow_namespace=True), os.fspath(path))
+
+
+def vae_from_checkpoint(checkpoint: dict, source: str = "checkpoint") -> VAEBMVAE:
+    """``VAEBMVAE`` from an already loaded NVAE checkpoint dict (``state_dict`` + ``args``)."""
     if "state_dict" not in checkpoint or "args" not in checkpoint:
-        raise ValueError(f"{os.fspath(path)!r} is not an NVAE checkpoint: expected the keys 'state_dict' and 'args'")
-    config = vae_config_from_nvae_args(checkpoint["args"])
-    vae = VAEBMVAE(**config)
+        raise ValueError(f"{source!r} is not an NVAE checkpoint: expected the keys 'state_dict' and 'args'")
+    vae = VAEBMVAE(**vae_config_from_nvae_args(checkpoint["args"]))
     state_dict = strip_alias_keys(checkpoint["state_dict"])
     expected = vae.state_dict()
     missing = sorted(set(expected) - set(state_dict))
@@ -102,7 +105,7 @@ def load_official_nvae(path: str | os.PathLike) -> VAEBMVAE:
     wrong_shape = [k for k in expected if k in state_dict and expected[k].shape != state_dict[k].shape]
     if missing or unexpected or wrong_shape:
         raise ValueError(
-            f"{os.fspath(path)!r} does not match the architecture its args describe: "
+            f"{source!r} does not match the architecture its args describe: "
             f"missing {missing[:5]}{'...' if len(missing) > 5 else ''}, "
             f"unexpected {unexpected[:5]}{'...' if len(unexpected) > 5 else ''}, wrong shapes {wrong_shape[:5]}"
         )

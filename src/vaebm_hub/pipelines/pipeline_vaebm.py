@@ -136,6 +136,29 @@ class VAEBMPipeline(DiffusionPipeline):
         verify_saved_pipeline(path, variant=kwargs.get("variant"))
         return super().from_pretrained(path, **kwargs)
 
+    def push_to_hub(
+        self,
+        repo_id: str,
+        commit_message: str | None = None,
+        private: bool = False,
+        token: str | None = None,
+        variant: str | None = None,
+        card=None,
+        api=None,
+        **kwargs,
+    ) -> str:
+        """Upload this pipeline's safetensors, configs and model card (nothing else) to ``repo_id``.
+
+        The token comes from ``token``, ``HF_TOKEN`` or the stored login; ``api`` takes an ``HfApi``-like object
+        (used by the tests). With ``HF_HUB_OFFLINE=1`` this fails at once with a clear error.
+        """
+        from ..hub import push_pipeline  # the hub module imports the pipeline
+
+        return push_pipeline(
+            self, repo_id, token=token, private=private, commit_message=commit_message, card=card, api=api,
+            variant=variant,
+        )  # fmt: skip
+
     # ------------------------------------------------------------------ input checks
     def check_inputs(
         self,

