@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from ..models import VAEBMEnergyModel, VAEBMVAE
+from ..models import VAEBMVAE, VAEBMEnergyModel
 from ..pipelines import VAEBMPipeline
 from ..presets import NVAE_DATASET_TO_PRESET, get_preset
 from ..schedulers import LangevinScheduler
