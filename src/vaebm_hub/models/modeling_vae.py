@@ -363,10 +363,7 @@ class VAEBMVAE(ModelMixin, ConfigMixin, VAEBMVAEMixin, SpectralRegularizationMix
         """Encoder pass: posterior samples ``z ~ q(z|x)`` (noise from ``posterior_noise`` or ``generator``), the
         decoder logits, ``log q``, ``log p`` and the KL terms per group."""
         self.check_images(x)
-        if posterior_noise is None:
-            posterior_noise, _ = self.split_noise(
-                self.sample_noise(x.shape[0], generator=generator, device=x.device, dtype=x.dtype)
-            )
+        posterior_noise = self.posterior_noise(x, posterior_noise, generator)
         s = self.stem(2 * x - 1.0)
         for cell in self.pre_process:
             s = cell(s)

@@ -98,10 +98,7 @@ class VAEBMMLPVAE(ModelMixin, ConfigMixin, VAEBMVAEMixin):
     ) -> VAEBMVAEOutput:
         """Encoder pass: ``z ~ q(z|x)``, decoder logits, ``log q``, ``log p`` and the analytic KL."""
         self.check_images(x)
-        if posterior_noise is None:
-            posterior_noise, _ = self.split_noise(
-                self.sample_noise(x.shape[0], generator=generator, device=x.device, dtype=x.dtype)
-            )
+        posterior_noise = self.posterior_noise(x, posterior_noise, generator)
         mu, log_sigma = self.encoder(x).chunk(2, dim=1)
         q = SoftClampedNormal(mu, log_sigma, 1.0, None, self.config.sigma_offset)
         z = q.sample(posterior_noise[0])

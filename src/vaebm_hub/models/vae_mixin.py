@@ -14,6 +14,18 @@ from .noise_space import NoiseSpaceMixin
 
 
 class VAEBMVAEMixin(NoiseSpaceMixin):
+    def posterior_noise(
+        self,
+        x: torch.Tensor,
+        noise: list[torch.Tensor] | None = None,
+        generator: torch.Generator | list[torch.Generator] | None = None,
+    ) -> list[torch.Tensor]:
+        """The per-group noise of a posterior sample: ``noise`` if given, else drawn with ``generator``."""
+        if noise is not None:
+            return noise
+        eps = self.sample_noise(x.shape[0], generator=generator, device=x.device, dtype=x.dtype)
+        return self.split_noise(eps)[0]
+
     def generate(self, eps: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
         """Data from flat noise ``eps`` (B, D): the decoder mean of ``z = T_z(eps_z)`` (images in ``[0, 1]``)."""
         eps_z, _ = self.split_noise(eps)
