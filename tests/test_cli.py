@@ -9,7 +9,7 @@ import torch
 from conftest import OFFICIAL
 from PIL import Image
 
-from vaebm_hub import VAEBMPipeline, VAEBMVAE
+from vaebm_hub import VAEBMVAE, VAEBMPipeline
 from vaebm_hub.cli import main
 from vaebm_hub.convert import build_pipeline, load_official_ebm, load_official_nvae, zero_energy_model
 

@@ -77,8 +77,11 @@ def usage_snippet(source: str, *, images: bool = True, remote_code: bool = False
 
 
 def _cell(value) -> str:
-    text = f"{value:g}" if isinstance(value, float) else json.dumps(value) if isinstance(value, (list, dict)) else value
-    return str(text).replace("|", "\\|").replace("\n", " ")
+    if isinstance(value, float):
+        value = f"{value:g}"
+    elif isinstance(value, (list, dict)):
+        value = json.dumps(value)
+    return str(value).replace("|", "\\|").replace("\n", " ")
 
 
 def _table(rows: dict, header: tuple[str, str]) -> str:
@@ -193,10 +196,11 @@ def validate_model_card(
     ``base_model`` is a valid repo id. Body: every Python block compiles and, given ``repo_id``, loads that repository.
     Given ``folder`` (where the README lives), every relative image link exists there.
     """
-    if isinstance(card, (str, os.PathLike)) and Path(card).is_file():
+    is_path = isinstance(card, os.PathLike) or (isinstance(card, str) and "\n" not in card)
+    if is_path:
         folder = folder if folder is not None else Path(card).parent
         card = Path(card).read_text(encoding="utf-8")
-    card = card if isinstance(card, ModelCard) else ModelCard(str(card))
+    card = card if isinstance(card, ModelCard) else ModelCard(card)
     data, problems = card.data, []
     if data.library_name not in (LIBRARY_NAME, "diffusers"):
         problems.append(f"library_name is {data.library_name!r}, expected {LIBRARY_NAME!r}")
@@ -223,6 +227,6 @@ def validate_model_card(
         problems.append(f'no usage block calls from_pretrained("{repo_id}")')
     if folder is not None:
         links = [link for link in IMAGE_LINK.findall(card.text) if "://" not in link]
-        problems += [f"linked image {link} is not in {folder}" for link in links if not (Path(folder) / link).is_file()]
+        problems += [f"linked image {link} is not in {folder}" for link in links if not Path(folder, link).is_file()]
     if problems:
         raise ValueError("invalid model card:\n- " + "\n- ".join(problems))

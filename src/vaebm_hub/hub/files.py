@@ -44,7 +44,8 @@ def remote_code_files(index: dict) -> list[str]:
     """The code files a remote-code flavour (``_class_name`` given as ``[module, class]``) names in its index."""
     if not isinstance(index.get("_class_name"), list):
         return []
-    return [f"{index['_class_name'][0]}.py"] + [f"{name}/{lib}.py" for name, (lib, _) in component_entries(index).items()]
+    components = [f"{name}/{library}.py" for name, (library, _) in component_entries(index).items()]
+    return [f"{index['_class_name'][0]}.py", *components]
 
 
 def pipeline_files(folder: str | os.PathLike, variant: str | None = None) -> list[str]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import re
 import tempfile
 from pathlib import Path
 
@@ -9,8 +11,11 @@ from huggingface_hub import HfApi, ModelCard
 from huggingface_hub import constants as hub_constants
 from huggingface_hub.errors import OfflineModeIsEnabled
 
-from .cards import create_model_card
+from .cards import create_model_card, validate_model_card
 from .files import SAMPLE_GRID_NAME, pipeline_files, stage_pipeline
+
+logger = logging.getLogger(__name__)
+FROM_PRETRAINED = re.compile(r'(\.from_pretrained\()"[^"]*"')
 
 
 def check_online() -> None:
@@ -20,6 +25,22 @@ def check_online() -> None:
             "cannot push to the Hugging Face Hub: HF_HUB_OFFLINE is set. Unset it (or set HF_HUB_OFFLINE=0) in an "
             "environment with network access, or keep the pipeline local with `pipe.save_pretrained(dir)`."
         )
+
+
+def existing_card(readme: Path, repo_id: str) -> ModelCard | None:
+    """The folder's own ``README.md`` (e.g. the converter's or trainer's card, with its license and metrics) with
+    its ``from_pretrained("...")`` calls pointed at ``repo_id``, if it then validates; else ``None``."""
+    if not readme.is_file():
+        return None
+    try:
+        card = ModelCard.load(readme)
+        card.text = FROM_PRETRAINED.sub(lambda match: f'{match.group(1)}"{repo_id}"', card.text)
+        card.data.model_name = repo_id.split("/")[-1]
+        validate_model_card(card, repo_id=repo_id, folder=readme.parent)
+    except ValueError as error:
+        logger.warning("%s is not a valid card (%s); uploading a fresh one", readme, error)
+        return None
+    return card
 
 
 def push_pipeline(
@@ -36,9 +57,10 @@ def push_pipeline(
     """Upload a pipeline (object or saved folder) to ``repo_id``; returns the commit URL.
 
     The pipeline is staged in a temporary folder — saved with safetensors, or its :func:`~.files.pipeline_files`
-    copied — with ``card`` (default: :func:`create_model_card` for ``repo_id``) as ``README.md``; only those files
-    are uploaded (``allow_patterns`` lists them). ``token`` defaults to huggingface_hub's usual sources
-    (``HF_TOKEN``, the stored login). ``api`` replaces ``HfApi(token=token)``, e.g. with a recording fake in tests.
+    copied — with ``card`` as ``README.md``; only those files are uploaded (``allow_patterns`` lists them). Without
+    ``card``, the folder's own README is kept (see :func:`existing_card`), else :func:`create_model_card` makes
+    one. ``token`` defaults to huggingface_hub's usual sources (``HF_TOKEN``, the stored login). ``api`` replaces
+    ``HfApi(token=token)``, e.g. with a recording fake in tests.
     """
     check_online()
     api = api if api is not None else HfApi(token=token)
@@ -47,6 +69,8 @@ def push_pipeline(
         stage_pipeline(pipeline_or_dir, folder, variant=variant)
         repo_url = api.create_repo(repo_id, private=private, exist_ok=True, token=token)
         repo_id = getattr(repo_url, "repo_id", None) or repo_id
+        if card is None:
+            card = existing_card(folder / "README.md", repo_id)
         if card is None:
             grid = folder / SAMPLE_GRID_NAME  # staged with the pipeline when the source folder has one
             card = create_model_card(folder, repo_id=repo_id, sample_grid=str(grid) if grid.is_file() else None)

@@ -1,0 +1,215 @@
+"""Command-line flags of ``accelerate launch examples/train.py`` and the dataclass they parse into.
+
+Flag names follow diffusers' ``train_unconditional.py`` where they apply. Stage settings left at ``None`` are filled
+in by :mod:`vaebm_hub.training.settings` from, in order: the stage-prefixed flag (``--vae_*`` / ``--ebm_*``), the
+shared flag, the ``--preset`` (the paper's stage-2 settings), and the dataset's CPU-scale defaults.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from dataclasses import dataclass, fields
+
+STAGES = ("vae", "ebm", "all")
+
+
+@dataclass
+class TrainingConfig:
+    # what to train, on what, where
+    stage: str = "all"
+    dataset_name: str | None = None
+    dataset_config_name: str | None = None
+    train_data_dir: str | None = None
+    cache_dir: str | None = None
+    resolution: int | None = None
+    channels: int | None = None
+    center_crop: bool = False
+    random_flip: bool = False
+    dataloader_num_workers: int = 0
+    output_dir: str = "vaebm-model"
+    overwrite_output_dir: bool = False
+    seed: int = 0
+    # optimisation (shared by both stages unless a stage-prefixed flag is given)
+    train_batch_size: int | None = None
+    max_train_steps: int | None = None
+    vae_max_train_steps: int | None = None
+    ebm_max_train_steps: int | None = None
+    learning_rate: float | None = None
+    vae_learning_rate: float | None = None
+    ebm_learning_rate: float | None = None
+    lr_scheduler: str | None = None
+    lr_warmup_steps: int | None = None
+    adam_weight_decay: float | None = None
+    gradient_accumulation_steps: int = 1
+    mixed_precision: str = "no"
+    use_ema: bool = False
+    ema_max_decay: float = 0.9999
+    ema_inv_gamma: float = 1.0
+    ema_power: float = 0.75
+    # checkpoints, logs, samples
+    checkpointing_steps: int = 500
+    checkpoints_total_limit: int | None = None
+    resume_from_checkpoint: str | None = None
+    report_to: str = "tensorboard"
+    logging_dir: str = "logs"
+    save_images_steps: int | None = None
+    num_sample_images: int = 64
+    # stage 1 (VAE)
+    vae_name_or_path: str | None = None
+    vae_preset: str | None = None
+    vae_config: str | None = None
+    kl_warmup_fraction: float = 0.3
+    kl_const_coeff: float = 1e-4
+    no_kl_balance: bool = False
+    vae_spectral_reg_coeff: float = 0.0
+    # stage 2 (EBM)
+    preset: str | None = None
+    ebm_layout: str | None = None
+    ebm_n_channel: int | None = None
+    langevin_steps: int | None = None
+    langevin_step_size: float | None = None
+    langevin_noise_scale: float = 1.0
+    sample_langevin_steps: int | None = None
+    sample_step_size: float | None = None
+    potential: str = "exact"
+    use_buffer: bool | None = None
+    buffer_size: int | None = None
+    max_replay_prob: float | None = None
+    replay_anneal_steps: int | None = None
+    use_mu_cd: bool | None = None
+    spectral_reg_coeff: float | None = None
+    no_grad_clip: bool = False
+    no_data_init: bool = False
+    data_init_batches: int = 5
+    # divergence guard
+    divergence_max_retries: int = 3
+    divergence_lr_factor: float = 0.5
+    divergence_threshold: float = 50.0
+    # Hub
+    push_to_hub: bool = False
+    hub_model_id: str | None = None
+    hub_token: str | None = None
+    hub_private_repo: bool = False
+    local_rank: int = -1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="accelerate launch examples/train.py",
+        description="Train VAEBM: stage 1 the VAE (NVAE), stage 2 the energy network on the frozen VAE.",
+    )
+    d = TrainingConfig()
+    g = p.add_argument_group("run")
+    g.add_argument("--stage", choices=STAGES, default=d.stage, help="vae, ebm (needs --vae_name_or_path) or all.")
+    g.add_argument("--output_dir", default=d.output_dir, help="Ends holding the pipeline; checkpoints/logs inside.")
+    g.add_argument("--overwrite_output_dir", action="store_true", help="Delete a previous run's files there first.")
+    g.add_argument("--seed", type=int, default=d.seed)
+    g.add_argument("--local_rank", type=int, default=d.local_rank, help=argparse.SUPPRESS)
+
+    g = p.add_argument_group("data")
+    g.add_argument("--dataset_name", help="digits, mnist, stacked_mnist, stacked_digits, gaussians25 or a Hub id.")
+    g.add_argument("--dataset_config_name")
+    g.add_argument("--train_data_dir", help="A folder of images (loaded as a datasets imagefolder).")
+    g.add_argument("--cache_dir")
+    g.add_argument("--resolution", type=int, help="Resize + crop images to this size (default: keep their size).")
+    g.add_argument("--channels", type=int, choices=(1, 3), help="Convert images to grey (1) or RGB (3).")
+    g.add_argument("--center_crop", action="store_true")
+    g.add_argument("--random_flip", action="store_true")
+    g.add_argument("--dataloader_num_workers", type=int, default=d.dataloader_num_workers)
+
+    g = p.add_argument_group("optimisation (per stage; --vae_*/--ebm_* flags win over the shared ones)")
+    g.add_argument("--train_batch_size", type=int, help="Per process.")
+    for prefix in ("", "vae_", "ebm_"):
+        g.add_argument(f"--{prefix}max_train_steps", type=int, help="Optimizer steps.")
+        g.add_argument(f"--{prefix}learning_rate", type=float)
+    g.add_argument("--lr_scheduler", help="A diffusers.optimization scheduler name (VAE: cosine, EBM: constant).")
+    g.add_argument("--lr_warmup_steps", type=int)
+    g.add_argument("--adam_weight_decay", type=float)
+    g.add_argument("--gradient_accumulation_steps", type=int, default=d.gradient_accumulation_steps)
+    g.add_argument("--mixed_precision", choices=("no", "fp16", "bf16"), default=d.mixed_precision)
+    g.add_argument("--use_ema", action="store_true", help="Keep an EMA of the VAE weights (stage 1).")
+    g.add_argument("--ema_max_decay", type=float, default=d.ema_max_decay)
+    g.add_argument("--ema_inv_gamma", type=float, default=d.ema_inv_gamma)
+    g.add_argument("--ema_power", type=float, default=d.ema_power)
+
+    g = p.add_argument_group("checkpoints and logging")
+    g.add_argument("--checkpointing_steps", type=int, default=d.checkpointing_steps)
+    g.add_argument("--checkpoints_total_limit", type=int)
+    g.add_argument("--resume_from_checkpoint", help="'latest' or a checkpoint-N folder.")
+    g.add_argument("--report_to", default=d.report_to, help="tensorboard, wandb, all or none.")
+    g.add_argument("--logging_dir", default=d.logging_dir, help="Relative to --output_dir.")
+    g.add_argument("--save_images_steps", type=int, help="Write a sample grid every N steps (always at stage end).")
+    g.add_argument("--num_sample_images", type=int, default=d.num_sample_images)
+
+    g = p.add_argument_group("stage 1: VAE")
+    g.add_argument("--vae_name_or_path", help="A saved pipeline (its vae/) or a saved VAE folder.")
+    g.add_argument("--vae_preset", help="A VAEBMVAE preset name (digits, mnist, cifar10, ...).")
+    g.add_argument("--vae_config", help="A JSON file of VAEBMVAE (or VAEBMMLPVAE) config values.")
+    g.add_argument("--kl_warmup_fraction", type=float, default=d.kl_warmup_fraction)
+    g.add_argument("--kl_const_coeff", type=float, default=d.kl_const_coeff, help="Smallest KL coefficient.")
+    g.add_argument("--no_kl_balance", action="store_true", help="Turn off NVAE's KL balancing during warm-up.")
+    g.add_argument("--vae_spectral_reg_coeff", type=float, default=d.vae_spectral_reg_coeff)
+
+    g = p.add_argument_group("stage 2: EBM (defaults from --preset, else the dataset's CPU-scale preset)")
+    g.add_argument("--preset", help="cifar10, celeba64, lsun_church64, celebahq256 or digits.")
+    g.add_argument("--ebm_layout")
+    g.add_argument("--ebm_n_channel", type=int)
+    g.add_argument("--langevin_steps", type=int, help="K, Langevin steps per training iteration.")
+    g.add_argument("--langevin_step_size", type=float)
+    g.add_argument("--langevin_noise_scale", type=float, default=d.langevin_noise_scale)
+    g.add_argument("--sample_langevin_steps", type=int, help="Default chain length of the saved pipeline.")
+    g.add_argument("--sample_step_size", type=float, help="Step size of the saved pipeline's scheduler.")
+    g.add_argument("--potential", choices=("exact", "official"), default=d.potential)
+    g.add_argument("--use_buffer", action=argparse.BooleanOptionalAction, help="Replay buffer of eps_z.")
+    g.add_argument("--buffer_size", type=int)
+    g.add_argument("--max_replay_prob", type=float)
+    g.add_argument("--replay_anneal_steps", type=int)
+    g.add_argument("--use_mu_cd", action=argparse.BooleanOptionalAction, help="Negatives = decoder mean.")
+    g.add_argument("--spectral_reg_coeff", type=float, help="alpha_s of the EBM's spectral regularisation.")
+    g.add_argument("--no_grad_clip", action="store_true", help="Turn off IGEBM gradient clipping.")
+    g.add_argument("--no_data_init", action="store_true", help="Skip the EBM's data-dependent initialisation.")
+    g.add_argument("--data_init_batches", type=int, default=d.data_init_batches)
+
+    g = p.add_argument_group("divergence guard")
+    g.add_argument("--divergence_max_retries", type=int, default=d.divergence_max_retries)
+    g.add_argument("--divergence_lr_factor", type=float, default=d.divergence_lr_factor)
+    g.add_argument("--divergence_threshold", type=float, default=d.divergence_threshold)
+
+    g = p.add_argument_group("Hub")
+    g.add_argument("--push_to_hub", action="store_true")
+    g.add_argument("--hub_model_id")
+    g.add_argument("--hub_token")
+    g.add_argument("--hub_private_repo", action="store_true")
+    return p
+
+
+def parse_args(argv: Sequence[str] | None = None) -> TrainingConfig:
+    """Parse flags into a :class:`TrainingConfig` and check the ones that need no data or model."""
+    namespace = build_parser().parse_args(argv)
+    config = TrainingConfig(**{f.name: getattr(namespace, f.name) for f in fields(TrainingConfig)})
+    check_config(config)
+    return config
+
+
+def check_config(config: TrainingConfig) -> None:
+    """Flag combinations that are wrong whatever the data; each raises a ``ValueError`` naming the fix."""
+    if config.stage == "ebm" and config.vae_name_or_path is None:
+        raise ValueError(
+            "--stage ebm trains the energy network on a frozen, trained VAE: pass --vae_name_or_path (a pipeline "
+            "saved by --stage vae, or a saved VAE folder), or use --stage all to train both."
+        )
+    if sum(x is not None for x in (config.vae_preset, config.vae_config)) > 1:
+        raise ValueError("Pass only one of --vae_preset and --vae_config.")
+    if config.push_to_hub and not config.hub_model_id:
+        raise ValueError("--push_to_hub needs --hub_model_id (e.g. your-name/vaebm-digits).")
+    if config.gradient_accumulation_steps < 1:
+        raise ValueError("--gradient_accumulation_steps must be >= 1.")
+    if config.checkpointing_steps < 1:
+        raise ValueError("--checkpointing_steps must be >= 1.")
+    if config.checkpoints_total_limit is not None and config.checkpoints_total_limit < 1:
+        raise ValueError("--checkpoints_total_limit must be >= 1 (it keeps the newest N checkpoints).")
+    for name in ("train_batch_size", "max_train_steps", "vae_max_train_steps", "ebm_max_train_steps"):
+        value = getattr(config, name)
+        if value is not None and value < 1:
+            raise ValueError(f"--{name} must be >= 1, got {value}.")

@@ -1,0 +1,93 @@
+"""Divergence guard: spot a blown-up training step, and decide how to roll back or when to give up.
+
+VAEBM's stage 2 "eventually explodes" (official README). After every optimizer step the loop hands the guard the
+step's metrics (reduced over processes, so every process decides alike) and whether all weights are finite. A step
+diverged if any metric or weight is NaN/Inf, or a watched metric ``m`` blew up against its recent history::
+
+    |m| > blowup_factor * max(median(|m| over the last `window` good steps), BLOWUP_FLOOR)
+
+(checked once ``min_history`` good steps are recorded). The loop then rolls back to the last good checkpoint and
+multiplies the learning rate by ``lr_factor``; after ``max_retries`` rollbacks it raises
+:class:`TrainingDivergedError`.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+BLOWUP_FLOOR = 1.0
+
+
+class TrainingDivergedError(RuntimeError):
+    """Training kept diverging after every allowed rollback."""
+
+
+@dataclass
+class DivergenceGuard:
+    """Running state of the guard; ``state_dict`` round-trips it through checkpoints."""
+
+    watch: Sequence[str]
+    max_retries: int = 3
+    lr_factor: float = 0.5
+    blowup_factor: float = 50.0
+    window: int = 50
+    min_history: int = 10
+    retries: int = 0
+    lr_scale: float = 1.0
+    history: dict[str, list[float]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.max_retries < 0:
+            raise ValueError(f"--divergence_max_retries must be >= 0, got {self.max_retries}")
+        if not 0 < self.lr_factor < 1:
+            raise ValueError(f"--divergence_lr_factor must be in (0, 1), got {self.lr_factor}")
+        if not self.blowup_factor > 1:
+            raise ValueError(f"--divergence_threshold must be > 1, got {self.blowup_factor}")
+
+    def check(self, metrics: Mapping[str, float], weights_finite: bool = True) -> str | None:
+        """Why this step diverged (a sentence), or ``None`` — in which case the watched values join the history."""
+        for name, value in metrics.items():
+            if not math.isfinite(value):
+                return f"{name} is {value}"
+        if not weights_finite:
+            return "a weight became NaN/Inf"
+        for name in self.watch:
+            past = self.history.get(name, [])
+            if name not in metrics or len(past) < self.min_history:
+                continue
+            limit = self.blowup_factor * max(statistics.median(past), BLOWUP_FLOOR)
+            if abs(metrics[name]) > limit:
+                value = abs(metrics[name])
+                return f"|{name}| = {value:.4g} exceeds {self.blowup_factor:g}x its recent median ({limit:.4g})"
+        for name in self.watch:
+            if name in metrics:
+                self.history[name] = (self.history.get(name, []) + [abs(metrics[name])])[-self.window :]
+        return None
+
+    def on_divergence(self, reason: str, step: int, rollback_to: str) -> float:
+        """Record a rollback and return the new learning-rate scale; raise once the retries are used up."""
+        if self.retries >= self.max_retries:
+            raise TrainingDivergedError(
+                f"Training diverged at step {step} ({reason}) after {self.retries} rollback(s) with the learning rate "
+                f"lowered to {self.lr_scale:g}x its setting. Giving up; the last good checkpoint is {rollback_to}. "
+                "Fix: lower --learning_rate (or --langevin_step_size), raise --spectral_reg_coeff, or allow more "
+                "rollbacks with --divergence_max_retries."
+            )
+        self.retries += 1
+        self.lr_scale *= self.lr_factor
+        return self.lr_scale
+
+    def state_dict(self) -> dict:
+        return {
+            "retries": self.retries,
+            "lr_scale": self.lr_scale,
+            "history": {k: list(v) for k, v in self.history.items()},
+        }
+
+    def load_state_dict(self, state: Mapping) -> None:
+        self.retries = int(state["retries"])
+        self.lr_scale = float(state["lr_scale"])
+        self.history = {k: list(v) for k, v in state["history"].items()}

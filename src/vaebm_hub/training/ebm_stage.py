@@ -1,0 +1,180 @@
+"""Stage 2: train the energy network ``E_psi`` on the frozen VAE by short-run Langevin contrastive divergence.
+
+One iteration (vaebm_reference.md §1-§2), for a data batch ``x+`` of size B:
+
+1. ``eps = (eps_z, eps_x) ~ N(0, I)``; with the replay buffer each ``eps_z`` row is replaced by a stored one with
+   probability ``p = min(p_max, p_max * step / anneal)``;
+2. K Langevin steps ``eps <- eps - (eta/2) dU/deps + sqrt(eta) xi`` on the potential ``U`` (``"exact"``:
+   ``E(T(eps)) + |eps|^2 / 2``; ``"official"``: the released code's), with the VAE frozen and in eval mode;
+3. negatives ``x-``: the decoder sample ``T_x(z, eps_x)`` of the final ``z``, or with ``use_mu_cd`` the decoder mean
+   ``mu / 2 + 1/2`` (unclamped); the final ``eps_z`` rows enter the buffer;
+4. ``loss = mean E(x+) - mean E(x-) + alpha_s * L_SR``, Adam(betas 0.99, 0.999, weight decay) with IGEBM clipping.
+
+The energy network gets a data-dependent initialisation from the first batches before training starts.
+"""
+
+from __future__ import annotations
+
+import torch
+from accelerate import Accelerator
+from diffusers.optimization import get_scheduler
+from torch import nn
+from torch.utils.data import Dataset
+
+from ..pipelines.potential import potential_and_grad
+from ..schedulers import LangevinScheduler
+from .components import load_spectral_state, make_pipeline, spectral_state
+from .grad_clip import clip_grad_igebm_
+from .loop import TrainingStage, first_batches, make_generator
+from .replay_buffer import ReplayBuffer, replay_probability
+from .settings import EBMSettings
+
+ADAM_BETAS = (0.99, 0.999)
+FROZEN_VAE_DIR = "frozen_vae"
+
+
+@torch.no_grad()
+def negative_images(vae: nn.Module, eps: torch.Tensor, use_mu_cd: bool) -> torch.Tensor:
+    """The samples the EBM is trained against, from the final chain state ``eps`` (B, D): the decoder mean
+    ``mu / 2 + 1/2`` (unclamped; the plain mean for decoders without ``mu``) or the decoder sample
+    ``T_x(z, eps_x)``."""
+    eps_z, eps_x = vae.split_noise(eps)
+    decoder = vae.output_distribution(vae.decode_noise(eps_z).logits)
+    if use_mu_cd:
+        mu = getattr(decoder, "mu", None)
+        return decoder.mean if mu is None else 0.5 * mu + 0.5
+    return decoder.rsample(eps_x) if eps_x is not None else decoder.mean
+
+
+class EBMStage(TrainingStage):
+    name = "ebm"
+    watch = ("energy_gap", "grad_norm")
+
+    def __init__(
+        self,
+        vae: nn.Module,
+        ebm: nn.Module,
+        settings: EBMSettings,
+        *,
+        seed: int,
+        process_index: int,
+        device: torch.device,
+        num_sample_images: int,
+    ) -> None:
+        self.vae = vae.to(device).eval().requires_grad_(False)
+        self.ebm, self.settings, self.optim, self.seed = ebm.to(device), settings, settings.optim, seed
+        self.num_sample_images = num_sample_images
+        self.generator = make_generator(seed, "ebm-chains", process_index)
+        self.langevin = LangevinScheduler(
+            num_train_timesteps=settings.langevin_steps,
+            step_size=settings.langevin_step_size,
+            noise_scale=settings.langevin_noise_scale,
+        )
+        self.buffer = ReplayBuffer(settings.buffer_size, vae.latent_dim) if settings.use_buffer else None
+
+    def prepare(self, accelerator: Accelerator, dataset: Dataset, fresh: bool) -> None:
+        s = self.settings
+        if fresh:
+            if s.data_init:
+                init = first_batches(dataset, self.optim.batch_size, s.data_init_batches, self.seed)
+                self.ebm.data_init_(init.to(accelerator.device))
+            self.ebm.reset_power_iteration(make_generator(self.seed, "spectral"))
+        optimizer = torch.optim.Adam(
+            self.ebm.parameters(), lr=self.optim.learning_rate, betas=ADAM_BETAS, weight_decay=self.optim.weight_decay
+        )
+        scheduler = get_scheduler(
+            self.optim.lr_scheduler,
+            optimizer,
+            num_warmup_steps=self.optim.lr_warmup_steps * accelerator.num_processes,
+            num_training_steps=self.optim.max_train_steps * accelerator.num_processes,
+        )
+        self.model, self.optimizer, self.lr_scheduler = accelerator.prepare(self.ebm, optimizer, scheduler)
+
+    # ---------------------------------------------------------------- negatives
+    def initial_noise(self, batch_size: int, step: int) -> torch.Tensor:
+        """Fresh ``eps``, its ``eps_z`` part partly replayed from the buffer."""
+        eps = self.vae.sample_noise(batch_size, generator=self.generator, device=self.vae.device)
+        if self.buffer is None:
+            return eps
+        s, latent = self.settings, self.vae.latent_dim
+        prob = replay_probability(step, s.max_replay_prob, s.replay_anneal_steps)
+        eps_z = self.buffer.replace_rows(eps[:, :latent], prob, self.generator)
+        return torch.cat([eps_z, eps[:, latent:]], dim=1)
+
+    def run_chains(self, eps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """K Langevin steps from ``eps``; returns the final state and a (B,) mask of chains that stayed finite
+        (a chain that reaches NaN/Inf keeps its last finite state). No host synchronisation inside the loop."""
+        finite = torch.ones(eps.shape[0], dtype=torch.bool, device=eps.device)
+        energy_fn = self.ebm
+        with torch.autocast(eps.device.type, enabled=False):
+            for t in self.langevin.timesteps:
+                _, grad, _ = potential_and_grad(self.vae, energy_fn, eps, 1.0, self.settings.potential)
+                proposal = self.langevin.step(grad, t, eps, generator=self.generator).prev_sample
+                ok = torch.isfinite(proposal).all(dim=1)
+                finite &= ok
+                eps = torch.where(ok[:, None], proposal, eps)
+        return eps, finite
+
+    def negatives(self, eps: torch.Tensor) -> torch.Tensor:
+        """The negative images for the final chain states ``eps`` (see :func:`negative_images`)."""
+        return negative_images(self.vae, eps, self.settings.use_mu_cd)
+
+    def training_loss(self, batch: torch.Tensor, step: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        s = self.settings
+        eps, finite = self.run_chains(self.initial_noise(batch.shape[0], step))
+        negatives = self.negatives(eps)
+        finite &= torch.isfinite(negatives).flatten(1).all(dim=1)
+        negatives = torch.where(finite.view(-1, *[1] * (negatives.dim() - 1)), negatives, 0.0)
+        if self.buffer is not None:
+            self.buffer.push(eps[:, : self.vae.latent_dim])
+        energy_pos, energy_neg = self.model(torch.cat([batch, negatives])).chunk(2)
+        gap = energy_pos.mean() - energy_neg.mean()
+        # A chain that left the finite numbers makes the loss NaN, which the divergence guard acts on.
+        loss = gap + torch.where(finite.all(), 0.0, float("nan"))
+        metrics = {
+            "energy_gap": gap.detach(),
+            "energy_pos": energy_pos.mean().detach(),
+            "energy_neg": energy_neg.mean().detach(),
+        }
+        if s.spectral_reg_coeff > 0:
+            spectral = self.ebm.spectral_norm_loss()
+            loss = loss + s.spectral_reg_coeff * spectral
+            metrics["spectral"] = spectral.detach()
+        return loss, metrics
+
+    def before_optimizer_step(self) -> None:
+        if self.settings.grad_clip:
+            clip_grad_igebm_(self.optimizer)
+
+    # ---------------------------------------------------------------- state, samples, output
+    def state_dict(self) -> dict:
+        return {
+            "generator": self.generator.get_state(),
+            "buffer": self.buffer.state_dict() if self.buffer is not None else None,
+            "spectral": spectral_state(self.ebm),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.generator.set_state(state["generator"])
+        if self.buffer is not None:
+            self.buffer.load_state_dict(state["buffer"])
+        load_spectral_state(self.ebm, state["spectral"])
+
+    def write_checkpoint_extras(self, directory) -> None:
+        self.vae.save_pretrained(directory / FROZEN_VAE_DIR)
+
+    def pipeline(self):
+        return make_pipeline(self.vae, self.ebm, self.settings)
+
+    def sample_panels(self) -> dict[str, torch.Tensor]:
+        """VAE samples (K = 0) beside VAEBM samples from the same initial noise."""
+        pipe = self.pipeline()
+        noise = self.vae.sample_noise(self.num_sample_images, generator=make_generator(self.seed, "sample-grid"))
+        steps = self.settings.sample_langevin_steps
+        panels = {}
+        for label, k in (("VAE (K=0)", 0), (f"VAEBM (K={steps})", steps)):
+            generator = make_generator(self.seed, "sample-chain")
+            panels[label] = pipe(
+                len(noise), num_inference_steps=k, latents=noise, generator=generator, output_type="pt"
+            ).images
+        return panels

@@ -1,0 +1,189 @@
+"""End-to-end training runs on CPU with tiny configs: ``accelerate launch`` per stage, two processes, resume after
+``kill -9`` equal to an uninterrupted run, the divergence guard, the Hub push path and the demo's code path."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from accelerate.utils import write_basic_config
+from safetensors.torch import load_file
+
+from vaebm_hub import VAEBMVAE, VAEBMPipeline
+from vaebm_hub.training import TrainingDivergedError, main
+from vaebm_hub.training.checkpointing import KILL_BEFORE_COMMIT_ENV, list_checkpoints, read_state
+
+ROOT = Path(__file__).resolve().parents[1]
+TRAIN_SCRIPT = str(ROOT / "examples" / "train.py")
+TINY = [
+    "--dataset_name", "digits", "--train_batch_size", "8", "--ebm_n_channel", "4", "--langevin_steps", "2",
+    "--sample_langevin_steps", "2", "--num_sample_images", "4", "--data_init_batches", "1", "--report_to", "none",
+]  # fmt: skip
+
+
+def env(**extra: str) -> dict[str, str]:
+    return {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", **extra}
+
+
+def run(cmd: list[str], extra_env: dict[str, str] | None = None, check: bool = True) -> subprocess.CompletedProcess:
+    result = subprocess.run(cmd, env=env(**(extra_env or {})), capture_output=True, text=True, timeout=300)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{cmd} failed ({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-6000:]}")
+    return result
+
+
+@pytest.fixture(scope="module")
+def accelerate_config(tmp_path_factory) -> str:
+    path = tmp_path_factory.mktemp("accelerate") / "default_config.json"
+    write_basic_config(mixed_precision="no", save_location=str(path))
+    return str(path)
+
+
+def launch(config: str, *args: str, launcher_args: tuple[str, ...] = (), extra_env=None):
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", config, *launcher_args, TRAIN_SCRIPT]
+    return run(cmd + list(args), extra_env)
+
+
+def weights(folder: Path) -> dict[str, torch.Tensor]:
+    (file,) = list(folder.glob("*.safetensors"))
+    return load_file(file)
+
+
+def assert_same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+def test_accelerate_launch_stage_vae_then_stage_ebm(accelerate_config, tmp_path):
+    vae_dir, ebm_dir = tmp_path / "vae", tmp_path / "ebm"
+    launch(accelerate_config, *TINY, "--stage", "vae", "--output_dir", str(vae_dir), "--max_train_steps", "2")
+    pipe = VAEBMPipeline.from_pretrained(vae_dir)
+    images = torch.rand(3, 1, 8, 8)
+    assert torch.equal(pipe.energy(images), torch.zeros(3))  # stage vae ships a placeholder EBM with E == 0
+    assert [s for s, _ in list_checkpoints(vae_dir)] == [2] and (vae_dir / "samples" / "vae-000002.png").is_file()
+
+    launch(
+        accelerate_config, *TINY, "--stage", "ebm", "--vae_name_or_path", str(vae_dir), "--output_dir",
+        str(ebm_dir), "--max_train_steps", "2",
+    )  # fmt: skip
+    trained = VAEBMPipeline.from_pretrained(ebm_dir)
+    assert_same_weights(weights(ebm_dir / "vae"), weights(vae_dir / "vae"))  # the VAE stayed frozen
+    assert not torch.equal(trained.energy(images), torch.zeros(3))
+    assert read_state(ebm_dir / "checkpoint-2")["stage"] == "ebm"
+    assert (ebm_dir / "checkpoint-2" / "frozen_vae" / "config.json").is_file()
+    assert (ebm_dir / "samples" / "ebm-000002.png").is_file()
+
+
+def test_accelerate_launch_stage_all_bf16_with_tensorboard(accelerate_config, tmp_path):
+    out = tmp_path / "all"
+    steps = ["--vae_max_train_steps", "2", "--ebm_max_train_steps", "2", "--mixed_precision", "bf16"]
+    launch(accelerate_config, *TINY, "--stage", "all", "--output_dir", str(out), *steps, "--report_to", "tensorboard")
+    pipe = VAEBMPipeline.from_pretrained(out)
+    assert pipe(2, num_inference_steps=2, output_type="np").images.shape == (2, 8, 8, 1)
+    assert [(s, read_state(p)["stage"]) for s, p in list_checkpoints(out)] == [(2, "vae"), (4, "ebm")]
+    assert list((out / "logs").rglob("events.out.tfevents*")), "TensorBoard logs are missing"
+    card = (out / "README.md").read_text()
+    assert "library_name: vaebm_hub" in card and "pipeline_tag: unconditional-image-generation" in card
+
+
+def test_two_process_cpu_run(accelerate_config, tmp_path):
+    out = tmp_path / "ddp"
+    launch(
+        accelerate_config, *TINY, "--stage", "all", "--output_dir", str(out), "--vae_max_train_steps", "2",
+        "--ebm_max_train_steps", "2",
+        launcher_args=("--multi_gpu", "--num_processes", "2", "--main_process_port", "0"),
+        extra_env={"ACCELERATE_USE_CPU": "1"},
+    )  # fmt: skip
+    VAEBMPipeline.from_pretrained(out)
+    last = out / "checkpoint-4"
+    assert read_state(last)["num_processes"] == 2
+    assert {p.name for p in last.glob("trainer_state_*.pt")} == {"trainer_state_0.pt", "trainer_state_1.pt"}
+
+
+def test_killed_and_resumed_run_ends_with_the_same_weights(tmp_path):
+    """kill -9 during checkpoint writes in both stages, resume with `latest`: same final weights as straight."""
+    args = [
+        *TINY, "--stage", "all", "--vae_max_train_steps", "3", "--ebm_max_train_steps", "4", "--checkpointing_steps",
+        "1", "--checkpoints_total_limit", "2", "--use_ema", "--vae_spectral_reg_coeff", "0.01", "--random_flip",
+        "--replay_anneal_steps", "1", "--gradient_accumulation_steps", "2",
+    ]  # fmt: skip
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    run([sys.executable, TRAIN_SCRIPT, *args, "--output_dir", str(straight)])
+
+    cmd = [sys.executable, TRAIN_SCRIPT, *args, "--output_dir", str(resumed), "--resume_from_checkpoint", "latest"]
+    for kill_at, last_good in (("checkpoint-2", 1), ("checkpoint-6", 5)):  # mid stage 1, then mid stage 2
+        killed = run(cmd, {KILL_BEFORE_COMMIT_ENV: kill_at}, check=False)
+        assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+        assert (resumed / f".tmp-{kill_at}").is_dir() and not (resumed / kill_at).exists()
+        assert list_checkpoints(resumed)[-1][0] == last_good
+    run(cmd)
+
+    for part in ("vae", "ebm"):
+        assert_same_weights(weights(resumed / part), weights(straight / part))
+    assert [s for s, _ in list_checkpoints(resumed)] == [6, 7]  # pruned to the newest two
+    assert not list(resumed.glob(".tmp-*"))
+
+
+def test_divergence_guard_rolls_back_then_gives_up_without_saving_nan(tmp_path, capsys):
+    vae_dir, out = tmp_path / "vae", tmp_path / "out"
+    torch.manual_seed(0)
+    VAEBMVAE().save_pretrained(vae_dir)
+    args = [
+        *TINY, "--stage", "ebm", "--vae_name_or_path", str(vae_dir), "--output_dir", str(out),
+        "--max_train_steps", "8", "--checkpointing_steps", "1", "--learning_rate", "1e3",
+        "--divergence_max_retries", "2", "--divergence_lr_factor", "0.1",
+    ]  # fmt: skip
+    with pytest.raises(TrainingDivergedError, match=r"Giving up; the last good checkpoint is .*checkpoint-"):
+        main(args)
+    log = capsys.readouterr().out
+    assert "scaled by 0.1 (retry 1/2)" in log and "scaled by 0.01 (retry 2/2)" in log
+    saved = [path for _, path in list_checkpoints(out)] + list(out.glob("checkpoint-*-start"))
+    assert saved
+    for path in saved:
+        for name, tensor in weights(path).items():
+            assert torch.isfinite(tensor).all(), f"{path.name}/{name} holds a non-finite weight"
+    assert not (out / "model_index.json").exists()
+
+
+def test_push_to_hub_uploads_only_the_pipeline(tmp_path, monkeypatch):
+    from vaebm_hub.training import hub_upload
+
+    calls = []
+
+    class FakeApi:
+        def __init__(self, token=None):
+            calls.append(("init", token))
+
+        def create_repo(self, repo_id, **kwargs):
+            calls.append(("create_repo", repo_id, kwargs))
+
+        def upload_folder(self, **kwargs):
+            calls.append(("upload_folder", kwargs))
+
+    monkeypatch.setattr(hub_upload, "HfApi", FakeApi)
+    out = tmp_path / "out"
+    main([*TINY, "--stage", "vae", "--max_train_steps", "1", "--output_dir", str(out), "--push_to_hub",
+          "--hub_model_id", "me/vaebm-digits", "--hub_token", "hf_x", "--hub_private_repo"])  # fmt: skip
+    (_, token), (_, repo_id, create), (_, upload) = calls
+    assert (token, repo_id, create["private"]) == ("hf_x", "me/vaebm-digits", True)
+    assert upload["folder_path"] == str(out) and "checkpoint-*" in upload["ignore_patterns"]
+    assert 'from_pretrained("me/vaebm-digits")' in (out / "README.md").read_text()
+
+
+def test_demo_code_path_at_tiny_size(tmp_path, monkeypatch):
+    from vaebm_hub.training import demo
+
+    monkeypatch.setenv("VAEBM_HUB_CACHE", str(tmp_path / "cache"))
+    metrics = demo.run_demo(tmp_path / "demo", fast=True)
+    assert [r["langevin_steps"] for r in metrics["rows"]] == list(demo.FAST_CHAIN_LENGTHS)
+    assert all(r["fd_classifier"] > 0 and 0 <= r["precision"] <= 1 for r in metrics["rows"])
+    assert json.loads((tmp_path / "demo" / "metrics.json").read_text())["fd_classifier_floor"] > 0
+    assert (tmp_path / "demo" / "samples.png").is_file() and (tmp_path / "demo" / "metrics.md").is_file()
+    VAEBMPipeline.from_pretrained(tmp_path / "demo" / "pipeline")

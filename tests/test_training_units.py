@@ -1,0 +1,282 @@
+"""Unit tests of the trainer's parts against closed forms: replay buffer, IGEBM clipping, KL warm-up/balancing, the
+divergence guard, atomic checkpoints, the resumable batch stream, settings precedence and the Hub upload filter."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from huggingface_hub.utils import filter_repo_objects
+
+from vaebm_hub import VAEBMVAE
+from vaebm_hub.data import build_train_dataset
+from vaebm_hub.presets import get_preset
+from vaebm_hub.training import (
+    DivergenceGuard,
+    ReplayBuffer,
+    TrainingDivergedError,
+    clip_grad_igebm_,
+    parse_args,
+    push_pipeline_folder,
+    replay_probability,
+)
+from vaebm_hub.training.checkpointing import (
+    STATE_FILE,
+    commit_directory,
+    list_checkpoints,
+    remove_stale_temporaries,
+    resolve_resume,
+    write_atomically,
+)
+from vaebm_hub.training.data_stream import BatchStream, ShardedBatchSampler
+from vaebm_hub.training.defaults import DATASET_DEFAULTS
+from vaebm_hub.training.ebm_stage import negative_images
+from vaebm_hub.training.settings import ebm_settings, vae_settings
+from vaebm_hub.training.vae_stage import balanced_kl, kl_balance_weights, kl_coefficient
+
+# ------------------------------------------------------------------------------------------------ replay buffer
+
+
+def test_replay_buffer_is_fifo_and_capped():
+    buffer = ReplayBuffer(capacity=5, dim=2)
+    buffer.push(torch.arange(6.0).view(3, 2))
+    buffer.push(torch.arange(6.0, 14.0).view(4, 2))
+    assert len(buffer) == 5
+    # rows 0 and 1 (the oldest) were dropped; the rest stay oldest first
+    assert torch.equal(buffer.contents(), torch.arange(4.0, 14.0).view(5, 2))
+
+
+def test_replay_probability_anneals_linearly_then_saturates():
+    assert replay_probability(0, 0.6, 5000) == 0.0
+    assert replay_probability(2500, 0.6, 5000) == pytest.approx(0.3)
+    assert replay_probability(5000, 0.6, 5000) == pytest.approx(0.6)
+    assert replay_probability(10**6, 0.6, 5000) == pytest.approx(0.6)
+    assert replay_probability(3, 0.6, 0) == 0.6
+
+
+def test_replay_rows_come_from_the_buffer_at_the_requested_rate():
+    buffer = ReplayBuffer(capacity=100_000, dim=1)
+    buffer.push(torch.arange(50_000.0).view(-1, 1))
+    fresh = torch.full((20_000, 1), -1.0)
+    out = buffer.replace_rows(fresh, 0.3, torch.Generator().manual_seed(0))
+    replayed = out[:, 0] >= 0
+    assert replayed.float().mean().item() == pytest.approx(0.3, abs=0.01)
+    assert torch.unique(out[replayed, 0]).numel() == int(replayed.sum())  # drawn without replacement
+    again = buffer.replace_rows(fresh, 0.3, torch.Generator().manual_seed(0))
+    assert torch.equal(out, again)
+
+
+def test_replay_edge_cases_and_state_round_trip():
+    fresh = torch.zeros(4, 3)
+    empty = ReplayBuffer(capacity=10, dim=3)
+    assert empty.replace_rows(fresh, 1.0) is fresh
+    buffer = ReplayBuffer(capacity=10, dim=3)
+    buffer.push(torch.ones(2, 3))
+    assert buffer.replace_rows(fresh, 0.0) is fresh
+    assert torch.equal(buffer.replace_rows(fresh, 1.0, torch.Generator().manual_seed(1)), torch.ones(4, 3))
+    restored = ReplayBuffer(capacity=10, dim=3)
+    restored.load_state_dict(buffer.state_dict())
+    assert torch.equal(restored.contents(), buffer.contents())
+    with pytest.raises(ValueError, match="shape"):
+        buffer.push(torch.ones(2, 4))
+
+
+# ------------------------------------------------------------------------------------------------ IGEBM clipping
+
+
+def test_igebm_clipping_bound_is_three_sqrt_vhat_plus_point_one():
+    param = torch.nn.Parameter(torch.zeros(3))
+    optimizer = torch.optim.Adam([param], lr=1e-3, betas=(0.99, 0.999))
+    g0 = torch.tensor([1.0, -2.0, 0.5])
+    param.grad = g0.clone()
+    clip_grad_igebm_(optimizer)  # no Adam state yet: no clipping
+    assert torch.equal(param.grad, g0)
+    optimizer.step()
+    # after one step exp_avg_sq = (1 - beta2) g0^2 and v_hat = g0^2, so the bound is 3 |g0| + 0.1
+    param.grad = torch.tensor([100.0, 100.0, -0.2])
+    clip_grad_igebm_(optimizer)
+    assert torch.allclose(param.grad, torch.tensor([3.1, 6.1, -0.2]))
+    optimizer.step()
+    g1 = param.grad.clone()
+    v_hat = (0.999 * 0.001 * g0**2 + 0.001 * g1**2) / (1 - 0.999**2)
+    param.grad = torch.full((3,), -1e3)
+    clip_grad_igebm_(optimizer)
+    assert torch.allclose(param.grad, -(3 * v_hat.sqrt() + 0.1))
+
+
+# ------------------------------------------------------------------------------------------------ VAE stage maths
+
+
+def test_kl_warmup_coefficient():
+    assert kl_coefficient(0, 1000, 0.3, 1e-4) == 1e-4
+    assert kl_coefficient(150, 1000, 0.3, 1e-4) == pytest.approx(0.5)
+    assert kl_coefficient(300, 1000, 0.3, 1e-4) == 1.0
+    assert kl_coefficient(999, 1000, 0.3, 1e-4) == 1.0
+    assert kl_coefficient(0, 1000, 0.0, 1e-4) == 1.0
+
+
+def test_kl_balance_weights_grow_as_four_to_the_scale_over_group_count():
+    # top scale: 2 groups (4^0 / 2), next: 3 groups (4^1 / 3); divided by the minimum 1/2
+    assert torch.allclose(kl_balance_weights([2, 3]), torch.tensor([1, 1, 8 / 3, 8 / 3, 8 / 3]))
+
+
+def test_balanced_kl_coefficients_are_detached_and_mean_one():
+    kl = torch.tensor([[1.0, 4.0], [3.0, 0.0]], requires_grad=True)  # (B=2, G=2)
+    alpha = torch.tensor([1.0, 4.0])
+    out = balanced_kl(kl, 0.5, alpha)
+    gamma = torch.tensor([2.0 + 0.01, 2.0 + 0.01]) / alpha  # mean |KL| per group + 0.01, over alpha
+    gamma = gamma / gamma.mean()
+    assert torch.allclose(out, 0.5 * (kl.detach() * gamma).sum(dim=1))
+    out.sum().backward()
+    assert torch.allclose(kl.grad, 0.5 * gamma.expand(2, 2))  # gamma is a constant
+    assert torch.allclose(balanced_kl(kl, 1.0, alpha), kl.sum(dim=1))  # no balancing once the warm-up is over
+
+
+# ------------------------------------------------------------------------------------------------ divergence guard
+
+
+def test_guard_flags_nonfinite_values_and_blowups_only_after_history():
+    guard = DivergenceGuard(watch=("energy_gap",), blowup_factor=10, min_history=3)
+    assert guard.check({"loss": float("nan")}) == "loss is nan"
+    assert guard.check({"loss": 1.0}, weights_finite=False) == "a weight became NaN/Inf"
+    assert guard.check({"energy_gap": 500.0}) is None  # no history yet
+    for value in (2.0, -3.0):
+        assert guard.check({"energy_gap": value}) is None
+    # median of |gap| over (500, 2, 3) is 3: the limit is 30
+    assert "exceeds" in guard.check({"energy_gap": 31.0})
+    assert guard.check({"energy_gap": -29.0}) is None
+    assert guard.history["energy_gap"] == [500.0, 2.0, 3.0, 29.0]  # a flagged step never joins the history
+
+
+def test_guard_lowers_the_learning_rate_then_gives_up():
+    guard = DivergenceGuard(watch=(), max_retries=2, lr_factor=0.1)
+    assert guard.on_divergence("loss is nan", 7, "checkpoint-5") == pytest.approx(0.1)
+    assert guard.on_divergence("loss is nan", 7, "checkpoint-5") == pytest.approx(0.01)
+    with pytest.raises(TrainingDivergedError, match="Giving up.*checkpoint-5.*--divergence_max_retries"):
+        guard.on_divergence("loss is nan", 7, "checkpoint-5")
+    restored = DivergenceGuard(watch=())
+    restored.load_state_dict(guard.state_dict())
+    assert (restored.retries, restored.lr_scale) == (2, pytest.approx(0.01))
+
+
+# ------------------------------------------------------------------------------------------------ checkpoints
+
+
+def test_interrupted_checkpoint_write_never_touches_the_last_good_one(tmp_path):
+    good = tmp_path / "checkpoint-2"
+
+    def write_weights(value):
+        def write(tmp):
+            (tmp / "weights.txt").write_text(value)
+
+        return write
+
+    write_atomically(good, write_weights("good"), {"step": 2}, is_main_process=True, barrier=lambda: None)
+
+    def crash(tmp):
+        (tmp / "weights.txt").write_text("half")
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        write_atomically(tmp_path / "checkpoint-4", crash, {"step": 4}, is_main_process=True, barrier=lambda: None)
+    assert [p.name for _, p in list_checkpoints(tmp_path)] == ["checkpoint-2"]
+    assert resolve_resume(tmp_path, "latest") == good
+    assert (tmp_path / ".tmp-checkpoint-4").is_dir()
+    remove_stale_temporaries(tmp_path)
+    assert not (tmp_path / ".tmp-checkpoint-4").exists()
+    # rewriting an existing checkpoint replaces it as a whole
+    write_atomically(good, write_weights("new"), {"step": 2}, is_main_process=True, barrier=lambda: None)
+    assert (good / "weights.txt").read_text() == "new" and (good / STATE_FILE).is_file()
+    replacement = tmp_path / "staged"
+    replacement.mkdir()
+    commit_directory(replacement, good)
+    assert list(good.iterdir()) == []
+
+
+def test_resume_argument_errors(tmp_path):
+    assert resolve_resume(tmp_path, "latest") is None
+    with pytest.raises(ValueError, match="not a complete checkpoint"):
+        resolve_resume(tmp_path, "checkpoint-3")
+
+
+# ------------------------------------------------------------------------------------------------ batch stream
+
+
+def test_batch_stream_resumes_exactly_and_shards_disjointly():
+    dataset = build_train_dataset("digits", None, resolution=None, channels=None)
+    straight = BatchStream(dataset, 16, seed=3, random_flip=True)
+    batches = [next(straight) for _ in range(8)]
+    resumed = BatchStream(dataset, 16, seed=3, start=5, random_flip=True)
+    for k in range(5, 8):
+        assert torch.equal(next(resumed), batches[k])
+    n = len(dataset)
+    rank0, rank1 = (ShardedBatchSampler(n, 16, 3, r, 2) for r in range(2))
+    per_epoch = n // 32
+    seen = [i for m in range(per_epoch) for i in rank0.indices(m) + rank1.indices(m)]
+    assert len(seen) == len(set(seen)) == per_epoch * 32  # one epoch: no sample twice, across both processes
+    with pytest.raises(ValueError, match="fewer than one global batch"):
+        ShardedBatchSampler(10, 16, 0, 0, 1)
+
+
+# ------------------------------------------------------------------------------------------------ negatives
+
+
+def test_negatives_are_decoder_mean_or_sample():
+    torch.manual_seed(0)
+    vae = VAEBMVAE().eval()
+    eps = vae.sample_noise(3, generator=torch.Generator().manual_seed(0))
+    eps_z, eps_x = vae.split_noise(eps)
+    decoder = vae.output_distribution(vae.decode_noise(eps_z).logits)
+    assert torch.allclose(negative_images(vae, eps, use_mu_cd=True), 0.5 * decoder.mu + 0.5)
+    assert torch.allclose(negative_images(vae, eps, use_mu_cd=False), decoder.rsample(eps_x))
+
+
+# ------------------------------------------------------------------------------------------------ settings
+
+
+def test_explicit_flags_override_the_preset_which_overrides_dataset_defaults():
+    config = parse_args(["--dataset_name", "digits", "--preset", "cifar10", "--ebm_learning_rate", "1e-3"])
+    settings = ebm_settings(config, DATASET_DEFAULTS["digits"])
+    cifar = get_preset("cifar10")
+    assert settings.optim.learning_rate == 1e-3
+    assert (settings.layout, settings.n_channel, settings.use_mu_cd) == ("cifar32", 128, False)
+    assert settings.langevin_step_size == cifar.train_step_size
+    config = parse_args(["--dataset_name", "digits", "--use_mu_cd", "--no-use_buffer", "--learning_rate", "0.5"])
+    settings = ebm_settings(config, DATASET_DEFAULTS["digits"])
+    assert settings.use_mu_cd and not settings.use_buffer and settings.optim.learning_rate == 0.5
+    stage1 = vae_settings(
+        parse_args(["--max_train_steps", "40", "--vae_learning_rate", "0.1"]), DATASET_DEFAULTS["digits"]
+    )
+    assert (stage1.optim.max_train_steps, stage1.optim.learning_rate, stage1.optim.lr_warmup_steps) == (40, 0.1, 2)
+
+
+# ------------------------------------------------------------------------------------------------ Hub upload
+
+
+class RecordingApi:
+    def __init__(self):
+        self.calls = []
+
+    def create_repo(self, repo_id, **kwargs):
+        self.calls.append(("create_repo", repo_id, kwargs))
+
+    def upload_folder(self, **kwargs):
+        self.calls.append(("upload_folder", kwargs))
+        return "commit"
+
+
+def test_push_uploads_the_pipeline_and_card_but_never_checkpoints(tmp_path):
+    files = [
+        "model_index.json", "README.md", "vae/config.json", "vae/diffusion_pytorch_model.safetensors",
+        "ebm/config.json", "ebm/diffusion_pytorch_model.safetensors", "scheduler/scheduler_config.json",
+        "checkpoint-4/model.safetensors", "checkpoint-4/frozen_vae/config.json",
+        "checkpoint-ebm-start/model.safetensors", ".tmp-checkpoint-6/model.safetensors", "logs/vaebm_hub/events.out",
+        "samples/ebm-000004.png",
+    ]  # fmt: skip
+    api = RecordingApi()
+    assert push_pipeline_folder(tmp_path, "me/vaebm", private=True, api=api) == "commit"
+    (_, repo_id, create_kwargs), (_, upload) = api.calls
+    assert repo_id == "me/vaebm" and create_kwargs["private"] and create_kwargs["exist_ok"]
+    sent = set(
+        filter_repo_objects(files, allow_patterns=upload["allow_patterns"], ignore_patterns=upload["ignore_patterns"])
+    )
+    assert sent == set(files[:7])
