@@ -3,9 +3,14 @@ divergence guard, atomic checkpoints, the resumable batch stream, settings prece
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
+from conftest import make_tiny_pipeline
+from huggingface_hub import constants as hub_constants
 from huggingface_hub.utils import filter_repo_objects
+from PIL import Image
 
 from vaebm_hub import VAEBMVAE
 from vaebm_hub.data import build_train_dataset
@@ -16,8 +21,9 @@ from vaebm_hub.training import (
     TrainingDivergedError,
     clip_grad_igebm_,
     parse_args,
-    push_pipeline_folder,
+    push_trained_pipeline,
     replay_probability,
+    write_model_card,
 )
 from vaebm_hub.training.checkpointing import (
     STATE_FILE,
@@ -253,30 +259,36 @@ def test_explicit_flags_override_the_preset_which_overrides_dataset_defaults():
 
 
 class RecordingApi:
+    """Records the upload: which files of the staged folder the allow-list lets through."""
+
     def __init__(self):
         self.calls = []
 
     def create_repo(self, repo_id, **kwargs):
         self.calls.append(("create_repo", repo_id, kwargs))
 
-    def upload_folder(self, **kwargs):
-        self.calls.append(("upload_folder", kwargs))
+    def upload_folder(self, *, folder_path, allow_patterns, **kwargs):
+        staged = sorted(p.relative_to(folder_path).as_posix() for p in Path(folder_path).rglob("*") if p.is_file())
+        self.calls.append(("upload_folder", list(filter_repo_objects(staged, allow_patterns=allow_patterns))))
         return "commit"
 
 
-def test_push_uploads_the_pipeline_and_card_but_never_checkpoints(tmp_path):
-    files = [
-        "model_index.json", "README.md", "vae/config.json", "vae/diffusion_pytorch_model.safetensors",
-        "ebm/config.json", "ebm/diffusion_pytorch_model.safetensors", "scheduler/scheduler_config.json",
-        "checkpoint-4/model.safetensors", "checkpoint-4/frozen_vae/config.json",
-        "checkpoint-ebm-start/model.safetensors", ".tmp-checkpoint-6/model.safetensors", "logs/vaebm_hub/events.out",
-        "samples/ebm-000004.png",
-    ]  # fmt: skip
+def test_push_uploads_the_pipeline_card_and_grid_but_never_checkpoints(tmp_path, monkeypatch):
+    monkeypatch.setattr(hub_constants, "HF_HUB_OFFLINE", False)  # the fake API stands in for the network
+    make_tiny_pipeline().save_pretrained(tmp_path)
+    junk = ["checkpoint-4/model.safetensors", ".tmp-checkpoint-6/model.safetensors", "logs/vaebm_hub/events.out"]
+    for name in junk + ["samples/ebm-000004.png"]:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(b"x")
+    Image.new("RGB", (8, 8)).save(tmp_path / "samples" / "ebm-000004.png")
+    config = parse_args(["--dataset_name", "digits", "--push_to_hub", "--hub_model_id", "me/vaebm", "--seed", "3"])
+    card = write_model_card(tmp_path, config, "VAE + energy network").read_text()
+    assert "me/vaebm" in card and "| `seed` | 3 |" in card and "samples.png" in card and "hub_token" not in card
+
     api = RecordingApi()
-    assert push_pipeline_folder(tmp_path, "me/vaebm", private=True, api=api) == "commit"
-    (_, repo_id, create_kwargs), (_, upload) = api.calls
-    assert repo_id == "me/vaebm" and create_kwargs["private"] and create_kwargs["exist_ok"]
-    sent = set(
-        filter_repo_objects(files, allow_patterns=upload["allow_patterns"], ignore_patterns=upload["ignore_patterns"])
-    )
-    assert sent == set(files[:7])
+    assert push_trained_pipeline(tmp_path, config, api=api) == "commit"
+    (_, repo_id, create_kwargs), (_, sent) = api.calls
+    assert repo_id == "me/vaebm" and create_kwargs["exist_ok"]
+    assert {"model_index.json", "README.md", "samples.png", "vae/config.json", "ebm/config.json"} <= set(sent)
+    assert "vae/diffusion_pytorch_model.safetensors" in sent and "scheduler/scheduler_config.json" in sent
+    assert not any(name.startswith(("checkpoint", ".tmp", "logs", "samples/")) for name in sent)

@@ -15,6 +15,7 @@ from torch import nn
 from .distributions import SoftClampedNormal
 from .layers import gaussian_log_prob
 from .modeling_vae import PriorSample, VAEBMVAEOutput
+from .spectral import SpectralRegularizationMixin
 from .vae_mixin import VAEBMVAEMixin
 
 
@@ -48,8 +49,11 @@ class VectorGaussianDecoder:
         return self.dist.log_prob(x)
 
 
-class VAEBMMLPVAE(ModelMixin, ConfigMixin, VAEBMVAEMixin):
-    """MLP VAE on vectors of ``in_features`` with a ``latent_dim``-dimensional standard-normal prior."""
+class VAEBMMLPVAE(ModelMixin, ConfigMixin, VAEBMVAEMixin, SpectralRegularizationMixin):
+    """MLP VAE on vectors of ``in_features`` with a ``latent_dim``-dimensional standard-normal prior.
+
+    ``spectral_norm_loss()`` regularises every ``nn.Linear`` weight of the encoder and decoder.
+    """
 
     @register_to_config
     def __init__(
@@ -67,6 +71,9 @@ class VAEBMMLPVAE(ModelMixin, ConfigMixin, VAEBMVAEMixin):
         self.decoder = mlp(latent_dim, hidden_dim, 2 * in_features, num_layers)
         self.latent_shapes = [(latent_dim,)]
         self.data_shape = (in_features,)
+
+    def _spectral_matrices(self) -> list[tuple[str, torch.Tensor]]:
+        return [(name, module.weight) for name, module in self.named_modules() if isinstance(module, nn.Linear)]
 
     @property
     def has_pixel_noise(self) -> bool:

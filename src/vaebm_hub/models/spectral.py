@@ -69,6 +69,22 @@ class SpectralRegularizationMixin:
         self._sr_num_groups = len(matrices)
         self._sr_warm = False
 
+    def power_iteration_state(self) -> dict | None:
+        """The power-iteration vectors and warm-up flag, on the CPU (they are not in ``state_dict``), so that a
+        resumed training run continues the same iteration; ``None`` before the first loss call or a set/reset."""
+        vectors = self.power_iteration_vectors()
+        if vectors is None:
+            return None
+        u, v = vectors
+        return {"u": [t.detach().cpu() for t in u], "v": [t.detach().cpu() for t in v], "warm": self._sr_warm}
+
+    def load_power_iteration_state(self, state: dict | None) -> None:
+        """Restore what :meth:`power_iteration_state` returned (``None`` leaves the module as it is)."""
+        if state is None:
+            return
+        self.set_power_iteration_vectors(state["u"], state["v"])
+        self._sr_warm = bool(state["warm"])
+
     def reset_power_iteration(self, generator: torch.Generator | None = None) -> None:
         """Draw fresh random unit starting vectors (seeded by ``generator``); the next call warms up again."""
         matrices = self._grouped_matrices()

@@ -8,7 +8,7 @@ on one loop (:mod:`.loop`) with atomic checkpoints (:mod:`.checkpointing`) and a
 from .config import TrainingConfig, build_parser, parse_args
 from .divergence import DivergenceGuard, TrainingDivergedError
 from .grad_clip import clip_grad_igebm_
-from .hub_upload import push_pipeline_folder, write_model_card
+from .hub_upload import push_trained_pipeline, write_model_card
 from .replay_buffer import ReplayBuffer, replay_probability
 from .run import execute, main, plan_run
 
@@ -23,7 +23,7 @@ __all__ = [
     "main",
     "parse_args",
     "plan_run",
-    "push_pipeline_folder",
+    "push_trained_pipeline",
     "replay_probability",
     "write_model_card",
 ]

@@ -132,24 +132,6 @@ def new_ebm(settings: EBMSettings, sample_shape: tuple[int, ...], seed: int, zer
     return ebm
 
 
-def spectral_state(module: nn.Module) -> dict | None:
-    """The persistent power-iteration vectors of a spectrally regularised module (they are not in its
-    ``state_dict``), so that a resumed run continues the same iteration; ``None`` before the first use."""
-    vectors = module.power_iteration_vectors() if hasattr(module, "power_iteration_vectors") else None
-    if vectors is None:
-        return None
-    u, v = vectors
-    return {"u": [t.detach().cpu() for t in u], "v": [t.detach().cpu() for t in v], "warm": module._sr_warm}
-
-
-def load_spectral_state(module: nn.Module, state: dict | None) -> None:
-    """Inverse of :func:`spectral_state`."""
-    if state is None:
-        return
-    module.set_power_iteration_vectors(state["u"], state["v"])
-    module._sr_warm = bool(state["warm"])
-
-
 def make_pipeline(vae: nn.Module, ebm: nn.Module, settings: EBMSettings) -> VAEBMPipeline:
     """The pipeline a run saves: its scheduler samples with the stage-2 test-time chain length and step size."""
     scheduler = LangevinScheduler(

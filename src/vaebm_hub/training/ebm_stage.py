@@ -23,7 +23,7 @@ from torch.utils.data import Dataset
 
 from ..pipelines.potential import potential_and_grad
 from ..schedulers import LangevinScheduler
-from .components import load_spectral_state, make_pipeline, spectral_state
+from .components import make_pipeline
 from .grad_clip import clip_grad_igebm_
 from .loop import TrainingStage, first_batches, make_generator
 from .replay_buffer import ReplayBuffer, replay_probability
@@ -151,14 +151,14 @@ class EBMStage(TrainingStage):
         return {
             "generator": self.generator.get_state(),
             "buffer": self.buffer.state_dict() if self.buffer is not None else None,
-            "spectral": spectral_state(self.ebm),
+            "spectral": self.ebm.power_iteration_state(),
         }
 
     def load_state_dict(self, state: dict) -> None:
         self.generator.set_state(state["generator"])
         if self.buffer is not None:
             self.buffer.load_state_dict(state["buffer"])
-        load_spectral_state(self.ebm, state["spectral"])
+        self.ebm.load_power_iteration_state(state["spectral"])
 
     def write_checkpoint_extras(self, directory) -> None:
         self.vae.save_pretrained(directory / FROZEN_VAE_DIR)

@@ -27,7 +27,7 @@ from .components import check_vae_fits_data, load_training_data, load_vae, make_
 from .config import TrainingConfig, parse_args
 from .defaults import dataset_defaults
 from .ebm_stage import FROZEN_VAE_DIR, EBMStage
-from .hub_upload import push_pipeline_folder, write_model_card
+from .hub_upload import push_trained_pipeline, write_model_card
 from .loop import LoopOptions, StageRunner
 from .settings import EBMSettings, VAESettings, ebm_settings, vae_settings
 from .vae_stage import VAEStage
@@ -152,8 +152,7 @@ def save_pipeline(accelerator: Accelerator, pipe, plan: RunPlan, stages: str) ->
     """Main process: ``save_pretrained`` into the output folder plus a model card."""
     if accelerator.is_main_process:
         pipe.save_pretrained(plan.output_dir)
-        name = plan.config.dataset_name or plan.config.train_data_dir or "custom data"
-        write_model_card(plan.output_dir, dataset=str(name), stages=stages, repo=plan.config.hub_model_id)
+        write_model_card(plan.output_dir, plan.config, stages)
     accelerator.wait_for_everyone()
 
 
@@ -193,9 +192,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     accelerator.init_trackers("vaebm_hub", config=hparams)
     execute(plan, accelerator)
     if config.push_to_hub and accelerator.is_main_process:
-        push_pipeline_folder(
-            plan.output_dir, config.hub_model_id, token=config.hub_token, private=config.hub_private_repo
-        )
+        push_trained_pipeline(plan.output_dir, config)
     accelerator.end_training()
     accelerator.print(
         f'Saved the pipeline to {plan.output_dir}; load it with VAEBMPipeline.from_pretrained("{plan.output_dir}")'

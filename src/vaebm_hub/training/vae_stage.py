@@ -24,7 +24,6 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from ..pipelines.pipeline_vaebm import eval_mode
-from .components import load_spectral_state, spectral_state
 from .defaults import VAE_ADAM_EPS
 from .loop import TrainingStage, make_generator
 from .settings import VAESettings
@@ -134,14 +133,14 @@ class VAEStage(TrainingStage):
         return {
             "generator": self.generator.get_state(),
             "ema": self.ema.state_dict() if self.ema is not None else None,
-            "spectral": spectral_state(self.vae),
+            "spectral": self.vae.power_iteration_state(),
         }
 
     def load_state_dict(self, state: dict) -> None:
         self.generator.set_state(state["generator"])
         if self.ema is not None:
             self.ema.load_state_dict(state["ema"])
-        load_spectral_state(self.vae, state["spectral"])
+        self.vae.load_power_iteration_state(state["spectral"])
 
     def sample_panels(self) -> dict[str, torch.Tensor]:
         generator = make_generator(self.seed, "sample-grid")
