@@ -1,4 +1,4 @@
-"""Model cards for saved VAEBM pipelines (Jinja templates in ``hub/templates/``) and their offline validation.
+"""Model cards for saved VAEBM pipelines (the Jinja templates in ``model_cards/``) and their offline validation.
 
 ``ModelCard.validate()`` posts the card to the Hub; :func:`validate_model_card` checks what we can check offline:
 the YAML metadata, the usage snippet (compiles, names the right repository) and the images it links.
@@ -19,7 +19,8 @@ from PIL import Image
 
 from .files import SAMPLE_GRID_NAME, component_entries, read_model_index
 
-TEMPLATE_DIR = Path(__file__).resolve().parent / "templates"  # package data, so wheels carry them
+# ``hub/templates`` links to the repository's ``model_cards/``; wheels carry the templates as package data.
+TEMPLATE_DIR = Path(__file__).resolve().parent / "templates"
 TEMPLATES = {"trained": "vaebm_pipeline.md", "converted": "converted_nvae.md"}
 LIBRARY_NAME = "vaebm_hub"
 PIPELINE_TAG = "unconditional-image-generation"
@@ -141,7 +142,7 @@ def create_model_card(
     sample_grid: str | None = None,
     provenance: str | None = None,
 ) -> ModelCard:
-    """Model card for the saved pipeline in ``pipeline_dir``, from ``templates/<template>.md``.
+    """Model card for the saved pipeline in ``pipeline_dir``, from ``model_cards/<template>.md``.
 
     ``kind="trained"`` uses ``vaebm_pipeline.md``; ``"converted"`` uses ``converted_nvae.md`` and defaults the license
     to NVIDIA's non-commercial Source Code License (``license: other``). The usage snippet loads ``repo_id`` (or the
