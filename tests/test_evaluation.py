@@ -13,6 +13,7 @@ from scipy.stats import multivariate_normal
 from sklearn.datasets import load_digits
 from sklearn.metrics import roc_auc_score
 
+from vaebm_hub.data import gaussian_grid_centres
 from vaebm_hub.evaluation import (
     ClassifierConfig,
     auroc,
@@ -23,7 +24,6 @@ from vaebm_hub.evaluation import (
     frechet_distance,
     gaussian_mixture_metrics,
     get_feature_classifier,
-    grid_centres,
     interpolated,
     inverted,
     kernel_distance,
@@ -232,7 +232,7 @@ def _mixture_samples(centres: np.ndarray, sigma: float, n: int, seed: int) -> np
 
 
 def test_gaussian_mixture_metrics_on_exact_samples():
-    centres, sigma = grid_centres(), 0.05
+    centres, sigma = gaussian_grid_centres(), 0.05
     metrics = gaussian_mixture_metrics(_mixture_samples(centres, sigma, 10_000, seed=0), centres, sigma)
     assert metrics["high_quality_fraction"] == pytest.approx(1 - math.exp(-4.5), abs=0.005)
     assert metrics["modes_covered"] == 25 and metrics["reverse_kl"] < 0.01
@@ -242,7 +242,7 @@ def test_gaussian_mixture_metrics_on_exact_samples():
 
 
 def test_gaussian_mixture_metrics_detect_dropped_modes_and_uniform_samples():
-    centres, sigma = grid_centres(), 0.05
+    centres, sigma = gaussian_grid_centres(), 0.05
     dropped = gaussian_mixture_metrics(_mixture_samples(centres[:20], sigma, 10_000, seed=1), centres, sigma)
     assert dropped["modes_covered"] == 20
     assert dropped["reverse_kl"] == pytest.approx(math.log(25 / 20), abs=0.01)
@@ -252,7 +252,7 @@ def test_gaussian_mixture_metrics_detect_dropped_modes_and_uniform_samples():
 
 
 def test_gaussian_mixture_modes_covered_respects_min_count():
-    centres, sigma = grid_centres(extent=1.5), 0.01
+    centres, sigma = gaussian_grid_centres(np.linspace(-1.5, 1.5, 5)), 0.01
     samples = np.concatenate([_mixture_samples(centres[:24], sigma, 2400, seed=3), centres[24:].repeat(3, axis=0)])
     assert gaussian_mixture_metrics(samples, centres, sigma, min_count=1)["modes_covered"] == 25
     assert gaussian_mixture_metrics(samples, centres, sigma, min_count=5)["modes_covered"] == 24

@@ -183,7 +183,7 @@ def test_demo_code_path_at_tiny_size(tmp_path, monkeypatch):
     monkeypatch.setenv("VAEBM_HUB_CACHE", str(tmp_path / "cache"))
     metrics = demo.run_demo(tmp_path / "demo", fast=True)
     assert [r["langevin_steps"] for r in metrics["rows"]] == list(demo.FAST_CHAIN_LENGTHS)
-    assert all(r["fd_classifier"] > 0 and 0 <= r["precision"] <= 1 for r in metrics["rows"])
+    assert all(r["fd_clf"] > 0 and 0 <= r["precision"] <= 1 for r in metrics["rows"])
     assert json.loads((tmp_path / "demo" / "metrics.json").read_text())["fd_classifier_floor"] > 0
     assert (tmp_path / "demo" / "samples.png").is_file() and (tmp_path / "demo" / "metrics.md").is_file()
     VAEBMPipeline.from_pretrained(tmp_path / "demo" / "pipeline")

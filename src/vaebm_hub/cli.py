@@ -2,7 +2,8 @@
 
 Verbs: ``convert`` (official NVAE/VAEBM checkpoints -> pipeline), ``sample`` (pipeline -> image grid), ``push``
 (pipeline -> Hub repo), ``export-remote-code`` (pipeline -> a ``trust_remote_code`` flavour), ``train`` (the
-Accelerate trainer; prefer ``accelerate launch examples/train.py`` for several processes).
+Accelerate trainer; prefer ``accelerate launch examples/train.py`` for several processes), ``evaluate`` (pipeline ->
+metrics.json, samples.png, energy_histogram.png).
 """
 
 from __future__ import annotations
@@ -74,6 +75,43 @@ def _train(args: argparse.Namespace, rest: list[str]) -> None:
     train_main(rest)
 
 
+def _names(text: str) -> list[str]:
+    """``"a, b,"`` -> ``["a", "b"]`` (``""`` -> ``[]``)."""
+    return [item.strip() for item in text.split(",") if item.strip()]
+
+
+def _steps(text: str) -> list[int]:
+    try:
+        return [int(item) for item in _names(text)]
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers such as 0,10,30, got {text!r}") from error
+
+
+def _evaluate(args: argparse.Namespace) -> None:
+    from .evaluation import evaluate_pipeline, format_report
+    from .pipelines import VAEBMPipeline
+
+    pipe = VAEBMPipeline.from_pretrained(args.model).to(args.device)
+    pipe.set_progress_bar_config(disable=True)
+    options = {
+        "num_samples": args.num_samples,
+        "chain_lengths": args.chain_lengths,
+        "seed": args.seed,
+        "batch_size": args.batch_size,
+    }  # unset flags keep evaluate_pipeline's defaults
+    result = evaluate_pipeline(
+        pipe,
+        args.dataset,
+        ood_set_names=args.ood_sets,
+        data_root=args.cache_dir,
+        inception_weights=args.inception_weights,
+        output_dir=args.output_dir,
+        **{name: value for name, value in options.items() if value is not None},
+    )
+    print(format_report(result))
+    print(f"Wrote metrics.json, samples.png and energy_histogram.png to {args.output_dir}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vaebm-hub", description=__doc__.split("\n\n")[0])
     verbs = parser.add_subparsers(dest="verb", required=True)
@@ -112,6 +150,20 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("model", help="pipeline folder")
     export.add_argument("output", help="output folder")
     export.set_defaults(func=_export)
+
+    evaluate = verbs.add_parser("evaluate", help="evaluate a pipeline on a built-in dataset's test split")
+    evaluate.add_argument("model", help="pipeline folder or Hub id")
+    evaluate.add_argument("--dataset", required=True, help="built-in dataset the pipeline models (digits, ...)")
+    evaluate.add_argument("--output_dir", required=True, help="folder for metrics.json and the figures")
+    evaluate.add_argument("--num_samples", type=int, help="samples per chain length")
+    evaluate.add_argument("--chain_lengths", type=_steps, help="Langevin steps, e.g. 0,10,30 (0 = the VAE)")
+    evaluate.add_argument("--ood_sets", type=_names, help="comma-separated OOD sets (default: all; '' for none)")
+    evaluate.add_argument("--seed", type=int)
+    evaluate.add_argument("--batch_size", type=int)
+    evaluate.add_argument("--cache_dir", help="cache folder of the evaluation classifiers")
+    evaluate.add_argument("--inception_weights", help="local torch-fidelity InceptionV3 weights file: adds real FID")
+    evaluate.add_argument("--device", default="cpu")
+    evaluate.set_defaults(func=_evaluate)
 
     train = verbs.add_parser("train", help="run the trainer (flags as examples/train.py)", add_help=False)
     train.set_defaults(func=_train)

@@ -1,4 +1,6 @@
-"""Offline evaluation metrics on the features of a small classifier trained on the same data (no Inception/FID)."""
+"""Offline evaluation metrics on the features of a small classifier trained on the same data, and
+:func:`evaluate_pipeline`, the one place that evaluates a pipeline. Real FID (:func:`inception_fid`) runs only on
+Inception weights the user supplies."""
 
 from .classifier import (
     CLASSIFIER_PRESETS,
@@ -10,35 +12,59 @@ from .classifier import (
     train_feature_classifier,
 )
 from .frechet import fd_classifier, fd_floor, frechet_distance
+from .inception import InceptionFID, inception_fid
 from .kernel import kernel_distance
-from .modes import gaussian_mixture_metrics, grid_centres, mixture_log_density, stack_digits, stacked_mode_count
+from .modes import gaussian_mixture_metrics, mixture_log_density, stack_digits, stacked_mode_count
 from .ood import OOD_SETS, auroc, constant_images, interpolated, inverted, make_ood_set, pixel_shuffled, uniform_noise
 from .precision_recall import precision_recall
+from .report import (
+    SCORE_NAMES,
+    dataset_classifier,
+    evaluate_pipeline,
+    format_report,
+    ood_auroc,
+    ood_scores,
+    sample_images,
+    sample_quality,
+    write_energy_histogram,
+    write_sample_grid,
+)
 
 __all__ = [
     "CLASSIFIER_PRESETS",
+    "OOD_SETS",
+    "SCORE_NAMES",
     "ClassifierConfig",
     "FeatureClassifier",
     "FeatureNet",
-    "OOD_SETS",
+    "InceptionFID",
     "auroc",
     "constant_images",
+    "dataset_classifier",
     "default_cache_dir",
+    "evaluate_pipeline",
     "fd_classifier",
     "fd_floor",
+    "format_report",
     "frechet_distance",
     "gaussian_mixture_metrics",
     "get_feature_classifier",
-    "grid_centres",
+    "inception_fid",
     "interpolated",
     "inverted",
     "kernel_distance",
     "make_ood_set",
     "mixture_log_density",
+    "ood_auroc",
+    "ood_scores",
     "pixel_shuffled",
     "precision_recall",
+    "sample_images",
+    "sample_quality",
     "stack_digits",
     "stacked_mode_count",
     "train_feature_classifier",
     "uniform_noise",
+    "write_energy_histogram",
+    "write_sample_grid",
 ]

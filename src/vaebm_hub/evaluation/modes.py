@@ -55,12 +55,6 @@ def _squared_distances(x: np.ndarray, centres: np.ndarray) -> np.ndarray:
     return ((x[:, None, :] - centres[None, :, :]) ** 2).sum(axis=2)
 
 
-def grid_centres(extent: float = 4.0, per_side: int = 5) -> np.ndarray:
-    """Centres of the grid mixture, (per_side², 2): linspace(−extent, extent, per_side)² (default {−4,−2,0,2,4}²)."""
-    axis = np.linspace(-extent, extent, per_side)
-    return np.stack(np.meshgrid(axis, axis, indexing="ij"), axis=-1).reshape(-1, 2)
-
-
 def mixture_log_density(x: np.ndarray, centres: np.ndarray, sigma: float) -> np.ndarray:
     """log p(x) for the equal-weight mixture (1/M) Σ_m N(x; μ_m, σ²I); x (N, D), centres (M, D) → (N,)."""
     log_normaliser = math.log(len(centres)) + x.shape[1] * math.log(sigma * math.sqrt(2 * math.pi))

@@ -18,13 +18,11 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from ..data import load_array_dataset
-from ..evaluation import fd_classifier, fd_floor, get_feature_classifier, precision_recall
+from ..evaluation import dataset_classifier, sample_images, sample_quality, write_sample_grid
 from ..pipelines import VAEBMPipeline
-from .images import sample_panels
 from .run import main as train_main
 
 # The demo's training run: the digits defaults (vaebm_hub.presets "digits" + training.defaults) with these flags.
@@ -35,44 +33,26 @@ FAST_TRAIN_FLAGS = [
 ]  # fmt: skip
 DEMO_CHAIN_LENGTHS = (0, 10, 30, 100)
 FAST_CHAIN_LENGTHS = (0, 2)
-GRID_SIZE = 64
-
-
-def sample(pipe: VAEBMPipeline, noise: torch.Tensor, steps: int, seed: int, batch_size: int = 256):
-    """Images ``(N, C, H, W)`` from the initial ``noise`` after ``steps`` Langevin steps, and the wall time."""
-    start = time.perf_counter()
-    images = []
-    for k, chunk in enumerate(noise.split(batch_size)):
-        generator = torch.Generator().manual_seed(seed + k)
-        out = pipe(len(chunk), num_inference_steps=steps, latents=chunk, generator=generator, output_type="pt")
-        images.append(out.images)
-    return torch.cat(images), time.perf_counter() - start
+GRID_SIZE = 64  # samples per panel of samples.png
 
 
 def evaluate(pipe: VAEBMPipeline, chain_lengths: Sequence[int], seed: int = 0, cache_dir: str | None = None):
-    """One metrics row per chain length K (K = 0: the VAE), on as many samples as the digits test split holds.
+    """One metrics row per chain length K (K = 0: the VAE), with as many samples as the digits test split holds,
+    every K starting from the same initial noise (:func:`vaebm_hub.evaluation.sample_images`).
 
     Returns ``(rows, floor, samples)``: ``floor`` is FD_clf between the test split and as many training images;
-    ``samples[K]`` are the generated images.
+    ``samples[K]`` are the generated images ``(N, H, W, C)``.
     """
-    train_x, train_y = load_array_dataset("digits", "train")
     test_x, _ = load_array_dataset("digits", "test")
-    classifier = get_feature_classifier("digits", train_x, train_y, cache_dir=cache_dir)
-    n = len(test_x)
-    rng = np.random.default_rng(seed)
-    floor = fd_floor(test_x, train_x[rng.choice(len(train_x), n, replace=False)], classifier)["fd_classifier_floor"]
-    real_features = classifier.features(test_x)
-    noise = pipe.vae.sample_noise(n, generator=torch.Generator().manual_seed(seed))
+    classifier = dataset_classifier("digits", cache_dir=cache_dir)
     rows, samples = [], {}
     for k in chain_lengths:
-        images, seconds = sample(pipe, noise, k, seed)
-        samples[k] = images
-        row = {"model": "VAE" if k == 0 else "VAEBM", "langevin_steps": k, "num_samples": n}
-        row.update(fd_classifier(test_x, images.numpy(), classifier))
-        row.update(precision_recall(real_features, classifier.features(images.numpy())))
+        samples[k], seconds = sample_images(pipe, len(test_x), k, seed=seed)
+        row = {"model": "VAE" if k == 0 else "VAEBM", "langevin_steps": k}
+        row.update(sample_quality(samples[k], test_x, "digits", classifier=classifier))
         row["sampling_seconds"] = round(seconds, 2)
         rows.append(row)
-    return rows, floor, samples
+    return rows, rows[0]["fd_floor"], samples
 
 
 def metrics_markdown(rows: list[dict], floor: float, train_seconds: float) -> str:
@@ -85,7 +65,7 @@ def metrics_markdown(rows: list[dict], floor: float, train_seconds: float) -> st
     ]
     for r in rows:
         lines.append(
-            f"| {r['model']} | {r['langevin_steps']} | {r['fd_classifier']:.2f} | {r['precision']:.3f} | "
+            f"| {r['model']} | {r['langevin_steps']} | {r['fd_clf']:.2f} | {r['precision']:.3f} | "
             f"{r['recall']:.3f} | {r['sampling_seconds']:.2f} |"
         )
     return "\n".join(lines)
@@ -109,12 +89,12 @@ def run_demo(output_dir: str | Path = "outputs/demo", fast: bool = False, seed: 
     pipe.set_progress_bar_config(disable=True)
     chain_lengths = FAST_CHAIN_LENGTHS if fast else DEMO_CHAIN_LENGTHS
     rows, floor, samples = evaluate(pipe, chain_lengths, seed=seed)
-    best = min(rows[1:], key=lambda r: r["fd_classifier"])
+    best = min(rows[1:], key=lambda r: r["fd_clf"])
     panels = {
         "VAE (K=0)": samples[0][:GRID_SIZE],
         f"VAEBM (K={best['langevin_steps']})": samples[best["langevin_steps"]][:GRID_SIZE],
     }
-    sample_panels(panels, scale=8).save(output_dir / "samples.png")
+    write_sample_grid(output_dir / "samples.png", panels)
 
     table = metrics_markdown(rows, floor, train_seconds)
     metrics = {"rows": rows, "fd_classifier_floor": floor, "train_seconds": round(train_seconds, 1)}
