@@ -110,10 +110,6 @@ def test_ebm_layout_that_does_not_fit(tmp_path):
     fails(tmp_path, "--dataset_name", "digits", "--ebm_layout", "celeba64", match="sample_size=8")
 
 
-def test_spectral_regulariser_on_a_vae_without_one(tmp_path):
-    fails(tmp_path, "--dataset_name", "gaussians25", "--vae_spectral_reg_coeff", "0.1", match="spectral regulariser")
-
-
 def test_existing_run_is_not_silently_overwritten(tmp_path):
     out = tmp_path / "out"
     (out / "checkpoint-3").mkdir(parents=True)

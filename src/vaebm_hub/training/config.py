@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, fields
 
 STAGES = ("vae", "ebm", "all")
+SAMPLING_SPACES = ("eps", "x")
 
 
 @dataclass
@@ -73,6 +74,7 @@ class TrainingConfig:
     sample_langevin_steps: int | None = None
     sample_step_size: float | None = None
     potential: str = "exact"
+    sampling_space: str = "eps"
     use_buffer: bool | None = None
     buffer_size: int | None = None
     max_replay_prob: float | None = None
@@ -161,6 +163,13 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--sample_langevin_steps", type=int, help="Default chain length of the saved pipeline.")
     g.add_argument("--sample_step_size", type=float, help="Step size of the saved pipeline's scheduler.")
     g.add_argument("--potential", choices=("exact", "official"), default=d.potential)
+    g.add_argument(
+        "--sampling_space",
+        choices=SAMPLING_SPACES,
+        default=d.sampling_space,
+        help="eps: VAEBM's Langevin chains in the VAE's noise space (default). x: the paper's ablation, an EBM on x "
+        "alone with chains in data space on E(x), started from VAE decoder means (no replay buffer).",
+    )
     g.add_argument("--use_buffer", action=argparse.BooleanOptionalAction, help="Replay buffer of eps_z.")
     g.add_argument("--buffer_size", type=int)
     g.add_argument("--max_replay_prob", type=float)

@@ -11,6 +11,10 @@ One iteration (vaebm_reference.md §1-§2), for a data batch ``x+`` of size B:
 4. ``loss = mean E(x+) - mean E(x-) + alpha_s * L_SR``, Adam(betas 0.99, 0.999, weight decay) with IGEBM clipping.
 
 The energy network gets a data-dependent initialisation from the first batches before training starts.
+
+``sampling_space="x"`` trains the paper's ablation instead (Table 4, "EBM on x only"): step 2 becomes K Langevin steps
+on ``E(x)`` in data space from the decoder means of fresh ``eps`` (:func:`vaebm_hub.pipelines.x_space.x_space_chain`),
+and the negatives are the final ``x``; there is no replay buffer.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from ..pipelines.potential import potential_and_grad
+from ..pipelines.x_space import IMAGE_RANGE, x_space_chain
 from ..schedulers import LangevinScheduler
 from .components import make_pipeline
 from .grad_clip import clip_grad_igebm_
@@ -71,6 +76,8 @@ class EBMStage(TrainingStage):
             noise_scale=settings.langevin_noise_scale,
         )
         self.buffer = ReplayBuffer(settings.buffer_size, vae.latent_dim) if settings.use_buffer else None
+        # x-space chains keep images in [0, 1]; vector data (the 2-D toy) is unbounded.
+        self.clip_range = IMAGE_RANGE if len(vae.data_shape) == 3 else None
 
     def prepare(self, accelerator: Accelerator, dataset: Dataset, fresh: bool) -> None:
         s = self.settings
@@ -103,7 +110,12 @@ class EBMStage(TrainingStage):
 
     def run_chains(self, eps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """K Langevin steps from ``eps``; returns the final state and a (B,) mask of chains that stayed finite
-        (a chain that reaches NaN/Inf keeps its last finite state). No host synchronisation inside the loop."""
+        (a chain that reaches NaN/Inf keeps its last finite state). No host synchronisation inside the loop.
+        With ``sampling_space="x"`` the state is the image ``x``, started from the decoder means of ``eps``."""
+        if self.settings.sampling_space == "x":
+            with torch.autocast(eps.device.type, enabled=False):
+                x = self.vae.generate(eps)
+                return x_space_chain(self.ebm, x, self.langevin, generator=self.generator, clip_range=self.clip_range)
         finite = torch.ones(eps.shape[0], dtype=torch.bool, device=eps.device)
         energy_fn = self.ebm
         with torch.autocast(eps.device.type, enabled=False):
@@ -115,9 +127,12 @@ class EBMStage(TrainingStage):
                 eps = torch.where(ok[:, None], proposal, eps)
         return eps, finite
 
-    def negatives(self, eps: torch.Tensor) -> torch.Tensor:
-        """The negative images for the final chain states ``eps`` (see :func:`negative_images`)."""
-        return negative_images(self.vae, eps, self.settings.use_mu_cd)
+    def negatives(self, state: torch.Tensor) -> torch.Tensor:
+        """The negative images for the final chain states: for noise-space chains see :func:`negative_images`;
+        x-space chains already end on images."""
+        if self.settings.sampling_space == "x":
+            return state
+        return negative_images(self.vae, state, self.settings.use_mu_cd)
 
     def training_loss(self, batch: torch.Tensor, step: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         s = self.settings

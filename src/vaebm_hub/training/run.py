@@ -90,11 +90,6 @@ def plan_run(config: TrainingConfig) -> RunPlan:
     new_ebm(stage2, shape, config.seed)  # fails now, not after stage 1, if the layout does not fit the data
 
     stage1 = vae_settings(config, defaults) if "vae" in stages else None
-    if stage1 is not None and stage1.spectral_reg_coeff > 0 and not hasattr(vae, "spectral_norm_loss"):
-        raise ValueError(
-            f"--vae_spectral_reg_coeff needs a VAE with a spectral regulariser; {type(vae).__name__} has none. "
-            "Leave it at 0 for this VAE."
-        )
     if resumed_stage == "ebm":
         offset = read_state(resume)["step_offset"]
     else:

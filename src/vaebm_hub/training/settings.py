@@ -50,6 +50,7 @@ class EBMSettings:
     langevin_step_size: float
     langevin_noise_scale: float
     potential: str
+    sampling_space: str
     use_buffer: bool
     buffer_size: int
     max_replay_prob: float
@@ -111,7 +112,9 @@ def ebm_settings(config: TrainingConfig, defaults: DatasetDefaults) -> EBMSettin
         langevin_step_size=first(config.langevin_step_size, preset.train_step_size),
         langevin_noise_scale=config.langevin_noise_scale,
         potential=config.potential,
-        use_buffer=first(config.use_buffer, preset.use_buffer),
+        sampling_space=config.sampling_space,
+        # The buffer replays eps_z; x-space chains start from fresh VAE samples instead.
+        use_buffer=first(config.use_buffer, preset.use_buffer and config.sampling_space == "eps"),
         buffer_size=first(config.buffer_size, preset.buffer_size),
         max_replay_prob=first(config.max_replay_prob, preset.max_replay_prob),
         replay_anneal_steps=first(config.replay_anneal_steps, preset.replay_anneal_steps),
@@ -125,6 +128,8 @@ def ebm_settings(config: TrainingConfig, defaults: DatasetDefaults) -> EBMSettin
     )
     if settings.langevin_steps < 1 or settings.langevin_step_size <= 0:
         raise ValueError("--langevin_steps must be >= 1 and --langevin_step_size > 0.")
+    if settings.sampling_space == "x" and settings.use_buffer:
+        raise ValueError("--use_buffer replays noise-space chains; drop it with --sampling_space x.")
     if not 0 <= settings.max_replay_prob <= 1:
         raise ValueError(f"--max_replay_prob must be in [0, 1], got {settings.max_replay_prob}.")
     return settings

@@ -1,0 +1,129 @@
+r"""Langevin dynamics in data space ``x`` on the energy alone — the paper's "EBM on x" ablation (Table 4).
+
+VAEBM samples ``h(eps) ∝ exp(-E(T(eps))) N(eps; 0, I)`` in the VAE's noise space. The ablation instead trains and
+samples an energy-based model directly on ``x``:
+
+    U(x) = E_psi(x),        x_{t+1} = clip(x_t - (eta_t / 2) dE/dx(x_t) + s sqrt(eta_t) xi),   xi ~ N(0, I)
+
+with the same :class:`LangevinScheduler` arithmetic, its chains started from VAE samples ``x_0 = mean p(x | z)``,
+``z = T_z(eps)`` (the decoder means), and ``clip`` keeping images in ``[0, 1]`` (``clip_range=None`` turns it off,
+e.g. for vector data). The trainer uses :func:`x_space_chain` for its negatives with ``--sampling_space x``, and
+evaluation uses :func:`sample_x_space` (or :class:`XSpaceSampler`, which takes a pipeline's call arguments), so both
+run the identical chain.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..schedulers.scheduling_langevin import LangevinScheduler
+from .pipeline_vaebm import VAEBMPipelineOutput
+
+IMAGE_RANGE = (0.0, 1.0)
+
+
+def energy_and_grad(ebm: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(E(x), dE/dx)`` detached, for a batch ``x`` (B, ...); gradients with respect to ``x`` only."""
+    with torch.enable_grad():
+        x = x.detach().requires_grad_(True)
+        energy = ebm(x, check_finite=False)
+        (grad,) = torch.autograd.grad(energy.sum(), x)
+    return energy.detach(), grad
+
+
+def x_space_chain(
+    ebm: nn.Module,
+    x: torch.Tensor,
+    scheduler: LangevinScheduler,
+    *,
+    generator: torch.Generator | None = None,
+    clip_range: tuple[float, float] | None = IMAGE_RANGE,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Run one Langevin step per ``scheduler.timesteps`` on ``U(x) = E(x)`` from ``x`` (B, ...).
+
+    Returns the final states and a (B,) mask of the chains that stayed finite; a chain whose proposal is NaN/Inf keeps
+    its last finite state (no host synchronisation inside the loop).
+    """
+    finite = torch.ones(x.shape[0], dtype=torch.bool, device=x.device)
+    for t in scheduler.timesteps:
+        _, grad = energy_and_grad(ebm, x)
+        proposal = scheduler.step(grad, t, x, generator=generator).prev_sample
+        if clip_range is not None:
+            proposal = proposal.clamp(*clip_range)
+        ok = torch.isfinite(proposal).flatten(1).all(dim=1)
+        finite &= ok
+        x = torch.where(ok.view(-1, *[1] * (x.dim() - 1)), proposal, x)
+    return x, finite
+
+
+@torch.no_grad()
+def sample_x_space(
+    vae: nn.Module,
+    ebm: nn.Module,
+    scheduler: LangevinScheduler,
+    latents: torch.Tensor,
+    num_inference_steps: int,
+    *,
+    generator: torch.Generator | None = None,
+    clip_range: tuple[float, float] | None = IMAGE_RANGE,
+) -> torch.Tensor:
+    """Samples ``(B, ...)`` of the x-space EBM: decode ``latents`` (B, vae.noise_dim) to the VAE's decoder means,
+    then ``num_inference_steps`` Langevin steps on ``E(x)`` (0 steps = the VAE's own samples).
+
+    ``scheduler`` supplies the step size and noise scale; its timesteps are reset to ``num_inference_steps`` on a copy.
+    """
+    x = vae.generate(latents)
+    if num_inference_steps == 0:
+        return x
+    chain = LangevinScheduler.from_config(scheduler.config)
+    chain.set_timesteps(num_inference_steps, device=x.device)
+    x, finite = x_space_chain(ebm, x, chain, generator=generator, clip_range=clip_range)
+    if not bool(finite.all()):
+        raise FloatingPointError(
+            f"{int((~finite).sum())} x-space Langevin chains reached NaN/Inf; lower the scheduler's step size."
+        )
+    return x
+
+
+class XSpaceSampler:
+    """Sample the x-space EBM with a :class:`VAEBMPipeline`'s call signature, so pipeline tools (e.g.
+    :func:`vaebm_hub.evaluation.report.sample_images`) drive it unchanged.
+
+    The initial noise is drawn exactly as the pipeline draws it (``vae.sample_noise(batch_size, generator=...)``), so
+    with the same generator both samplers start from identical VAE samples. ``output_type`` is ``"np"`` (``(B, H, W,
+    C)`` for images, ``(B, D)`` for vectors) or ``"pt"`` (``(B, C, H, W)`` / ``(B, D)``).
+    """
+
+    def __init__(self, vae: nn.Module, ebm: nn.Module, scheduler: LangevinScheduler) -> None:
+        self.vae, self.ebm, self.scheduler = vae.eval(), ebm.eval(), scheduler
+
+    @classmethod
+    def from_pipeline(cls, pipe) -> XSpaceSampler:
+        """The x-space sampler of a saved pipeline's VAE, energy network and scheduler (step size, noise scale)."""
+        return cls(pipe.vae, pipe.ebm, pipe.scheduler)
+
+    def __call__(
+        self,
+        batch_size: int = 1,
+        num_inference_steps: int | None = None,
+        generator: torch.Generator | None = None,
+        latents: torch.Tensor | None = None,
+        output_type: str = "np",
+    ) -> VAEBMPipelineOutput:
+        if output_type not in ("np", "pt"):
+            raise ValueError(f"output_type must be 'np' or 'pt', got {output_type!r}")
+        if num_inference_steps is None:
+            num_inference_steps = self.scheduler.config.num_train_timesteps
+        if latents is None:
+            latents = self.vae.sample_noise(
+                batch_size, generator=generator, device=self.vae.device, dtype=self.vae.dtype
+            )
+        clip = IMAGE_RANGE if len(self.vae.data_shape) == 3 else None
+        x = sample_x_space(
+            self.vae, self.ebm, self.scheduler, latents, num_inference_steps, generator=generator, clip_range=clip
+        )
+        if output_type == "np":
+            x = x.float().cpu()
+            x = (x.permute(0, 2, 3, 1) if x.dim() == 4 else x).numpy()
+        return VAEBMPipelineOutput(images=x)

@@ -1,0 +1,45 @@
+"""Claim 2: sampling in the VAE's noise space beats sampling in data space (paper Table 4: an EBM on x alone with
+MCMC initialised from NVAE samples scores FID 48.89 against VAEBM's 12.96).
+
+At CPU scale, on 8x8 digits: the ablation's EBM is trained by the package trainer with ``--sampling_space x`` on the
+same frozen VAE as VAEBM (same steps, step size and chain length K = 10 during training) and sampled with
+:class:`~vaebm_hub.pipelines.x_space.XSpaceSampler` from the same initial noise as VAEBM; both are compared at every K.
+"""
+
+from __future__ import annotations
+
+from ..data import load_array_dataset
+from ..evaluation.report import sample_images, sample_quality
+from ..pipelines.x_space import XSpaceSampler
+from .claim_gain import ROW_KEYS
+from .context import Context
+
+TITLE = "Sampling in eps-space beats sampling in x-space"
+TARGET = "VAEBM (eps-space chains) has a lower FD_clf than the x-space EBM at every K > 0"
+DATASET = "digits"
+
+
+def run(ctx: Context) -> dict:
+    chain_lengths = ctx.size(full=(0, 10, 30, 100), fast=(0, 2))
+    num_samples = ctx.size(full=359, fast=40)
+    eps_rows = ctx.evaluation(DATASET, DATASET, num_samples, chain_lengths)["rows"]
+    sampler = XSpaceSampler.from_pipeline(ctx.pipeline(f"{DATASET}_x_space"))
+    reference = load_array_dataset(DATASET, "test")[0]
+    rows = [{"space": "eps", **{key: row[key] for key in ROW_KEYS}} for row in eps_rows]
+    for k in chain_lengths:
+        samples, seconds = sample_images(sampler, num_samples, k, seed=ctx.seed)
+        quality = sample_quality(samples, reference, DATASET)
+        metrics = {key: quality[key] for key in ROW_KEYS if key in quality}
+        rows.append({"space": "x", "langevin_steps": k, **metrics, "sampling_seconds": seconds})
+    fd = {(r["space"], r["langevin_steps"]): r["fd_clf"] for r in rows}
+    eps_better = {k: bool(fd["eps", k] < fd["x", k]) for k in chain_lengths if k > 0}
+    return {
+        "claim": 2,
+        "title": TITLE,
+        "target": TARGET,
+        "dataset": DATASET,
+        "num_samples": num_samples,
+        "rows": rows,
+        "eps_better_at_k": {str(k): v for k, v in eps_better.items()},
+        "target_met": all(eps_better.values()),
+    }

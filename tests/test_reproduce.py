@@ -1,0 +1,98 @@
+"""``benchmarks/reproduce.py --fast``: every claim runs end to end through the package trainer on tiny sizes, and
+its JSON has the documented schema with sane values (the full-size numbers are in docs/results.md)."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+
+import pytest
+
+from vaebm_hub.reproduction import CLAIMS, run_claims
+from vaebm_hub.reproduction.claim_gain import gap_closed
+from vaebm_hub.reproduction.runs import FLAGS_FILE
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import reproduce  # noqa: E402
+
+
+def finite_nonnegative(value) -> bool:
+    return value is not None and math.isfinite(value) and value >= 0
+
+
+@pytest.fixture(scope="module")
+def fast_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("reproduce")
+    argv = ["--fast", "--output_dir", str(root / "results"), "--cache_dir", str(root / "cache"),
+            "--docs", str(root / "docs" / "results.md")]  # fmt: skip
+    assert reproduce.main(argv) == 0
+    results = {c: json.loads((root / "results" / f"reproduce_{c}.json").read_text()) for c in CLAIMS}
+    return root, results
+
+
+def test_every_claim_writes_its_json_with_a_target_verdict(fast_run):
+    _, results = fast_run
+    for claim, result in results.items():
+        assert result["claim"] == claim and result["fast"] is True
+        assert isinstance(result["target_met"], bool) and result["target"] and result["title"]
+
+
+def test_sample_quality_claims_report_finite_fd_and_unit_interval_precision_recall(fast_run):
+    _, results = fast_run
+    rows = results[1]["datasets"]["digits"]["rows"] + results[2]["rows"] + results[3]["rows"]
+    assert [r["langevin_steps"] for r in results[1]["datasets"]["digits"]["rows"]] == [0, 2]
+    assert {r["space"] for r in results[2]["rows"]} == {"eps", "x"}
+    for row in rows:
+        assert finite_nonnegative(row["fd_clf"]) and finite_nonnegative(row["fd_floor"])
+        assert 0 <= row["precision"] <= 1 and 0 <= row["recall"] <= 1
+    assert math.isfinite(results[1]["datasets"]["digits"]["gap_closed"])
+
+
+def test_mode_counts_lie_in_0_to_1000_and_kept_fractions_in_the_unit_interval(fast_run):
+    _, results = fast_run
+    for row in [results[3]["real_stacks"], *results[3]["rows"]]:
+        assert 0 <= row["modes"] <= 1000 and 0 <= row["kept_fraction"] <= 1
+        assert row["reverse_kl"] is None or row["reverse_kl"] >= -1e-9
+
+
+def test_ood_aurocs_lie_in_the_unit_interval_for_every_set_and_score(fast_run):
+    _, results = fast_run
+    auroc = results[4]["datasets"]["digits"]["auroc"]
+    assert {"uniform", "constant", "shuffled", "inverted", "interp", "mnist_8x8"} <= set(auroc)
+    for scores in auroc.values():
+        assert set(scores) == {"log_h", "energy", "vae_elbo"}
+        assert all(0 <= v <= 1 for v in scores.values())
+
+
+def test_toy_reports_mixture_metrics_against_the_true_mixture(fast_run):
+    _, results = fast_run
+    true = results[5]["true_samples"]
+    assert true["modes_covered"] == 25 and true["high_quality_fraction"] > 0.95
+    for row in results[5]["rows"]:
+        assert 0 <= row["high_quality_fraction"] <= 1 and 0 <= row["modes_covered"] <= 25
+
+
+def test_report_and_cache_are_written_and_a_rerun_reuses_the_trained_pipelines(fast_run):
+    root, _ = fast_run
+    report = (root / "docs" / "results.md").read_text()
+    assert "python benchmarks/reproduce.py --fast" in report and "not FID" in report
+    for claim in CLAIMS:
+        assert f"## {claim}." in report
+    assert (root / "cache" / "digits-fast" / FLAGS_FILE).is_file()
+    results = run_claims([5], fast=True, output_dir=root / "results", cache_dir=root / "cache", docs_path=None)
+    meta = json.loads((root / "results" / "reproduce_meta.json").read_text())
+    record = meta["train_seconds"]["gaussians25"]
+    assert record["from_cache"] and record["seconds"] > 0 and results[5]["claim"] == 5
+
+
+def test_gap_closed_is_the_share_of_the_vae_gap_removed_by_the_best_chain():
+    rows = [{"langevin_steps": 0, "fd_minus_floor": 20.0}, {"langevin_steps": 10, "fd_minus_floor": 8.0},
+            {"langevin_steps": 30, "fd_minus_floor": 5.0}]  # fmt: skip
+    assert gap_closed(rows) == (0.75, 30)
+
+
+def test_unknown_claims_are_refused(tmp_path):
+    with pytest.raises(ValueError, match="unknown claims"):
+        run_claims([9], fast=True, output_dir=tmp_path, cache_dir=tmp_path, docs_path=None)
