@@ -153,7 +153,9 @@ def test_divergence_guard_rolls_back_then_gives_up_without_saving_nan(tmp_path, 
 
 
 def test_push_to_hub_uploads_only_the_pipeline(tmp_path, monkeypatch):
-    from vaebm_hub.training import hub_upload
+    from huggingface_hub import constants as hub_constants
+
+    from vaebm_hub.hub import push
 
     calls = []
 
@@ -164,17 +166,21 @@ def test_push_to_hub_uploads_only_the_pipeline(tmp_path, monkeypatch):
         def create_repo(self, repo_id, **kwargs):
             calls.append(("create_repo", repo_id, kwargs))
 
-        def upload_folder(self, **kwargs):
-            calls.append(("upload_folder", kwargs))
+        def upload_folder(self, *, folder_path, allow_patterns, **kwargs):
+            calls.append(("upload_folder", allow_patterns, (Path(folder_path) / "README.md").read_text()))
 
-    monkeypatch.setattr(hub_upload, "HfApi", FakeApi)
+    monkeypatch.setattr(push, "HfApi", FakeApi)
+    monkeypatch.setattr(hub_constants, "HF_HUB_OFFLINE", False)  # the fake API stands in for the network
     out = tmp_path / "out"
     main([*TINY, "--stage", "vae", "--max_train_steps", "1", "--output_dir", str(out), "--push_to_hub",
-          "--hub_model_id", "me/vaebm-digits", "--hub_token", "hf_x", "--hub_private_repo"])  # fmt: skip
-    (_, token), (_, repo_id, create), (_, upload) = calls
+          "--hub_model_id", "me/vaebm-digits", "--hub_token", "hf_x", "--hub_private_repo",
+          "--checkpointing_steps", "1"])  # fmt: skip
+    assert any(path.name.startswith("checkpoint-") for path in out.iterdir())
+    (_, token), (_, repo_id, create), (_, sent, card) = calls
     assert (token, repo_id, create["private"]) == ("hf_x", "me/vaebm-digits", True)
-    assert upload["folder_path"] == str(out) and "checkpoint-*" in upload["ignore_patterns"]
-    assert 'from_pretrained("me/vaebm-digits")' in (out / "README.md").read_text()
+    assert "README.md" in sent and "vae/diffusion_pytorch_model.safetensors" in sent
+    assert not any(name.startswith(("checkpoint", "logs", "samples/")) for name in sent)
+    assert 'from_pretrained("me/vaebm-digits")' in card and "hf_x" not in card
 
 
 def test_demo_code_path_at_tiny_size(tmp_path, monkeypatch):
