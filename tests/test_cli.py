@@ -33,10 +33,14 @@ def test_convert_writes_a_loadable_pipeline_with_the_paper_sampler(converted):
     assert "NVIDIA" in card and "non-commercial" in card.lower()
 
 
-def test_sample_writes_a_grid(converted, tmp_path):
+def test_sample_writes_a_grid(converted, tmp_path, monkeypatch):
     out = tmp_path / "grid.png"
-    main(["sample", str(converted), "--num_images", "4", "--steps", "1", "--upscale", "2", "--output", str(out)])
+    thread_settings = []
+    monkeypatch.setattr(torch, "set_num_threads", thread_settings.append)
+    argv = ["sample", str(converted), "--num_images", "4", "--steps", "1", "--upscale", "2", "--output", str(out)]
+    main([*argv, "--num_threads", "1"])
     assert Image.open(out).size == (2 * 32 * 2, 2 * 32 * 2)
+    assert thread_settings == [1]
 
 
 def test_zero_energy_pipeline_samples_the_vae_target():
