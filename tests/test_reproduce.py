@@ -12,7 +12,7 @@ import pytest
 
 from vaebm_hub.reproduction import CLAIMS, run_claims
 from vaebm_hub.reproduction.claim_gain import gap_closed
-from vaebm_hub.reproduction.runs import FLAGS_FILE
+from vaebm_hub.reproduction.runs import FLAGS_FILE, RUNS, train_runs
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import reproduce  # noqa: E402
@@ -29,12 +29,13 @@ def fast_run(tmp_path_factory):
             "--docs", str(root / "docs" / "results.md")]  # fmt: skip
     assert reproduce.main(argv) == 0
     results = {c: json.loads((root / "results" / f"reproduce_{c}.json").read_text()) for c in CLAIMS}
+    results["meta"] = json.loads((root / "results" / "reproduce_meta.json").read_text())
     return root, results
 
 
 def test_every_claim_writes_its_json_with_a_target_verdict(fast_run):
     _, results = fast_run
-    for claim, result in results.items():
+    for claim, result in ((c, results[c]) for c in CLAIMS):
         assert result["claim"] == claim and result["fast"] is True
         assert isinstance(result["target_met"], bool) and result["target"] and result["title"]
 
@@ -85,6 +86,16 @@ def test_report_and_cache_are_written_and_a_rerun_reuses_the_trained_pipelines(f
     meta = json.loads((root / "results" / "reproduce_meta.json").read_text())
     record = meta["train_seconds"]["gaussians25"]
     assert record["from_cache"] and record["seconds"] > 0 and results[5]["claim"] == 5
+
+
+def test_every_run_is_trained_once_in_the_worker_processes_then_loaded_from_the_cache(fast_run):
+    root, results = fast_run
+    trained = results["meta"]["train_seconds"]
+    assert set(trained) == set(RUNS) - {"mnist_vae", "mnist"}  # --fast claims read digits only
+    assert all(not r["from_cache"] and r["seconds"] > 0 for r in trained.values())
+    for name in trained:  # the workers wrote each run's cache record
+        assert (root / "cache" / f"{name}-fast" / FLAGS_FILE).is_file()
+    assert train_runs(sorted(trained), root / "cache", fast=True) == {}  # all cached: nothing is retrained
 
 
 def test_gap_closed_is_the_share_of_the_vae_gap_removed_by_the_best_chain():

@@ -23,8 +23,13 @@ def gap_closed(rows: list[dict]) -> tuple[float, int]:
     return 1.0 - best["fd_minus_floor"] / vae_gap, best["langevin_steps"]
 
 
+def training_runs(ctx: Context) -> tuple[str, ...]:
+    """The training runs (:data:`.runs.RUNS`) this claim reads."""
+    return ctx.size(full=("digits", "mnist"), fast=("digits",))
+
+
 def run(ctx: Context) -> dict:
-    datasets = ctx.size(full=("digits", "mnist"), fast=("digits",))
+    datasets = training_runs(ctx)
     chain_lengths = ctx.size(full=(0, 10, 30, 100), fast=(0, 2))
     results = {}
     for dataset in datasets:

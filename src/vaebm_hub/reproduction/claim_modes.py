@@ -21,6 +21,11 @@ ROW_KEYS = ("langevin_steps", "modes", "reverse_kl", "kept_fraction", "fd_clf", 
             "precision", "recall", "sampling_seconds")  # fmt: skip
 
 
+def training_runs(ctx: Context) -> tuple[str, ...]:
+    """The training runs (:data:`.runs.RUNS`) this claim reads."""
+    return (DATASET,)
+
+
 def run(ctx: Context) -> dict:
     num_samples = ctx.size(full=10_000, fast=40)
     chain_lengths = ctx.size(full=(0, 30), fast=(0, 2))

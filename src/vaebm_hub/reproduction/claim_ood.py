@@ -38,8 +38,13 @@ def ood_sets(dataset: str, in_dist: np.ndarray, seed: int) -> dict[str, np.ndarr
     return sets
 
 
+def training_runs(ctx: Context) -> tuple[str, ...]:
+    """The training runs (:data:`.runs.RUNS`) this claim reads."""
+    return ctx.size(full=("digits", "mnist"), fast=("digits",))
+
+
 def run(ctx: Context) -> dict:
-    datasets = ctx.size(full=("digits", "mnist"), fast=("digits",))
+    datasets = training_runs(ctx)
     results = {}
     for dataset in datasets:
         num_in = ctx.size(full={"digits": 359, "mnist": 1000}[dataset], fast=40)

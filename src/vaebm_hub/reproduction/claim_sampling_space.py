@@ -19,6 +19,11 @@ TARGET = "VAEBM (eps-space chains) has a lower FD_clf than the x-space EBM at ev
 DATASET = "digits"
 
 
+def training_runs(ctx: Context) -> tuple[str, ...]:
+    """The training runs (:data:`.runs.RUNS`) this claim reads."""
+    return DATASET, f"{DATASET}_x_space"
+
+
 def run(ctx: Context) -> dict:
     chain_lengths = ctx.size(full=(0, 10, 30, 100), fast=(0, 2))
     num_samples = ctx.size(full=359, fast=40)

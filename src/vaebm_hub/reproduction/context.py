@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ..evaluation.report import evaluate_pipeline
 from ..pipelines import VAEBMPipeline
-from .runs import RUNS, load_pipeline, recorded_train_seconds, train
+from .runs import RUNS, load_pipeline, recorded_train_seconds, train, train_runs
 
 
 @dataclass
@@ -27,6 +27,11 @@ class Context:
     def size(self, full, fast):
         """``fast`` in a ``--fast`` run, else ``full``."""
         return fast if self.fast else full
+
+    def train_runs(self, names, max_workers: int = 2) -> None:
+        """Train the runs in ``names`` that are not cached, ``max_workers`` at a time (:func:`.runs.train_runs`)."""
+        for name, seconds in train_runs(list(names), Path(self.cache_dir), self.fast, max_workers).items():
+            self.train_seconds.setdefault(name, {"seconds": round(seconds, 1), "from_cache": False})
 
     def run_folder(self, name: str) -> Path:
         base = RUNS[name].base

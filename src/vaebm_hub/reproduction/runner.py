@@ -61,6 +61,7 @@ def run_claims(
     output_dir.mkdir(parents=True, exist_ok=True)
     ctx = Context(fast=fast, cache_dir=Path(cache_dir), output_dir=output_dir, seed=seed)
     start = time.perf_counter()
+    ctx.train_runs(run for claim in claims for run in CLAIMS[claim].training_runs(ctx))
     results = {}
     for claim in claims:
         claim_start = time.perf_counter()

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from ..presets import VAEBMPreset, get_preset
 from .config import TrainingConfig
-from .defaults import VAE_LEARNING_RATE, VAE_WEIGHT_DECAY, DatasetDefaults
+from .defaults import VAE_WEIGHT_DECAY, DatasetDefaults
 
 
 def first(*values):
@@ -72,7 +72,7 @@ def stage2_preset(config: TrainingConfig, defaults: DatasetDefaults) -> VAEBMPre
 def vae_settings(config: TrainingConfig, defaults: DatasetDefaults) -> VAESettings:
     steps = first(config.vae_max_train_steps, config.max_train_steps, defaults.vae_max_train_steps)
     optim = OptimizerSettings(
-        learning_rate=first(config.vae_learning_rate, config.learning_rate, VAE_LEARNING_RATE),
+        learning_rate=first(config.vae_learning_rate, config.learning_rate, defaults.vae_learning_rate),
         batch_size=first(config.train_batch_size, defaults.vae_batch_size),
         max_train_steps=steps,
         lr_scheduler=first(config.lr_scheduler, "cosine"),
