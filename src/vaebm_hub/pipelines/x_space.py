@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from ..schedulers.scheduling_langevin import LangevinScheduler
+from .langevin_chain import langevin_chain
 from .pipeline_vaebm import VAEBMPipelineOutput
 
 IMAGE_RANGE = (0.0, 1.0)
@@ -40,21 +41,11 @@ def x_space_chain(
     generator: torch.Generator | None = None,
     clip_range: tuple[float, float] | None = IMAGE_RANGE,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Run one Langevin step per ``scheduler.timesteps`` on ``U(x) = E(x)`` from ``x`` (B, ...).
-
-    Returns the final states and a (B,) mask of the chains that stayed finite; a chain whose proposal is NaN/Inf keeps
-    its last finite state (no host synchronisation inside the loop).
-    """
-    finite = torch.ones(x.shape[0], dtype=torch.bool, device=x.device)
-    for t in scheduler.timesteps:
-        _, grad = energy_and_grad(ebm, x)
-        proposal = scheduler.step(grad, t, x, generator=generator).prev_sample
-        if clip_range is not None:
-            proposal = proposal.clamp(*clip_range)
-        ok = torch.isfinite(proposal).flatten(1).all(dim=1)
-        finite &= ok
-        x = torch.where(ok.view(-1, *[1] * (x.dim() - 1)), proposal, x)
-    return x, finite
+    """:func:`~.langevin_chain.langevin_chain` on ``U(x) = E(x)`` from ``x`` (B, ...): the final states and a (B,)
+    mask of the chains that stayed finite."""
+    return langevin_chain(
+        lambda state: energy_and_grad(ebm, state)[1], x, scheduler, generator=generator, clip_range=clip_range
+    )
 
 
 @torch.no_grad()

@@ -25,6 +25,7 @@ from diffusers.optimization import get_scheduler
 from torch import nn
 from torch.utils.data import Dataset
 
+from ..pipelines.langevin_chain import langevin_chain
 from ..pipelines.potential import potential_and_grad
 from ..pipelines.x_space import IMAGE_RANGE, x_space_chain
 from ..schedulers import LangevinScheduler
@@ -112,20 +113,16 @@ class EBMStage(TrainingStage):
         """K Langevin steps from ``eps``; returns the final state and a (B,) mask of chains that stayed finite
         (a chain that reaches NaN/Inf keeps its last finite state). No host synchronisation inside the loop.
         With ``sampling_space="x"`` the state is the image ``x``, started from the decoder means of ``eps``."""
-        if self.settings.sampling_space == "x":
-            with torch.autocast(eps.device.type, enabled=False):
+        with torch.autocast(eps.device.type, enabled=False):
+            if self.settings.sampling_space == "x":
                 x = self.vae.generate(eps)
                 return x_space_chain(self.ebm, x, self.langevin, generator=self.generator, clip_range=self.clip_range)
-        finite = torch.ones(eps.shape[0], dtype=torch.bool, device=eps.device)
-        energy_fn = self.ebm
-        with torch.autocast(eps.device.type, enabled=False):
-            for t in self.langevin.timesteps:
-                _, grad, _ = potential_and_grad(self.vae, energy_fn, eps, 1.0, self.settings.potential)
-                proposal = self.langevin.step(grad, t, eps, generator=self.generator).prev_sample
-                ok = torch.isfinite(proposal).all(dim=1)
-                finite &= ok
-                eps = torch.where(ok[:, None], proposal, eps)
-        return eps, finite
+            return langevin_chain(
+                lambda state: potential_and_grad(self.vae, self.ebm, state, 1.0, self.settings.potential)[1],
+                eps,
+                self.langevin,
+                generator=self.generator,
+            )
 
     def negatives(self, state: torch.Tensor) -> torch.Tensor:
         """The negative images for the final chain states: for noise-space chains see :func:`negative_images`;
