@@ -103,6 +103,7 @@ def test_model_index_content_is_frozen(tiny_pipeline, tmp_path):
         "ebm": ["vaebm_hub", "VAEBMEnergyModel"],
         "scheduler": ["vaebm_hub", "LangevinScheduler"],
         "potential": "exact",
+        "pixel_noise": True,
     }
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ebm", "model_index.json", "scheduler", "vae"]
     assert (tmp_path / "vae" / "diffusion_pytorch_model.safetensors").is_file()

@@ -5,7 +5,8 @@ Conventions follow the NVAE / VAEBM papers so that official checkpoints map onto
 * weight normalisation ``w_eff = exp(log_weight_norm) * w / (||w||_out + 1e-5)`` with the norm taken per output
   channel over ``(C_in, kH, kW)``;
 * the soft clamp ``softclamp(a) = 5 * tanh(a / 5)`` used on every predicted mean and log-scale;
-* Swish ``x * sigmoid(x)`` and LipSwish ``x * sigmoid(x) / 1.1`` (1-Lipschitz, used by the energy network).
+* Swish ``x * sigmoid(x)`` and LipSwish ``x * sigmoid(x) / 1.1`` (1-Lipschitz, used by the energy network), both
+  through torch's fused ``F.silu`` kernel (forward and backward), which equals ``x * sigmoid(x)`` to float32 rounding.
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ def soft_clamp(x: torch.Tensor, bound: float = 5.0) -> torch.Tensor:
 
 
 def swish(x: torch.Tensor) -> torch.Tensor:
-    return x * torch.sigmoid(x)
+    """``x * sigmoid(x)`` (one fused kernel: about 2x faster than the two-op form on CPU, forward and backward)."""
+    return F.silu(x)
 
 
 class Swish(nn.Module):
@@ -44,6 +46,31 @@ def normalize_weight(weight: torch.Tensor, log_weight_norm: torch.Tensor) -> tor
     """Weight normalisation: ``exp(log_weight_norm) * w / (||w|| + 1e-5)``, norm per output channel."""
     norm = torch.linalg.vector_norm(weight.flatten(1), dim=1).view(-1, *([1] * (weight.dim() - 1)))
     return torch.exp(log_weight_norm) * weight / (norm + WEIGHT_NORM_EPS)
+
+
+def conv2d_forward(conv: nn.Conv2d, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """``conv`` applied to ``x`` with ``weight``, in channels-last memory layout when ``conv.channels_last`` is set
+    (see :func:`set_channels_last`). The parameters keep torch's default layout either way (so state dicts and
+    safetensors files are unchanged); only the per-call weight copy and the activations are channels-last."""
+    if getattr(conv, "channels_last", False):
+        weight = weight.contiguous(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
+    return conv._conv_forward(x, weight, conv.bias)
+
+
+def set_channels_last(module: nn.Module, enabled: bool = True) -> int:
+    """Run every convolution of ``module`` (``WNConv2d`` and the flows' masked convs) in channels-last layout, or
+    back in the default layout; returns how many convolutions were switched.
+
+    On CPU this speeds up the backward pass of depthwise convolutions (NVAE's decoder cells) about threefold
+    (``benchmarks/sampler.py``); outputs agree with the default layout to float32 rounding.
+    """
+    count = 0
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d) and hasattr(m, "effective_weight"):
+            m.channels_last = bool(enabled)
+            count += 1
+    return count
 
 
 class WNConv2d(nn.Conv2d):
@@ -78,7 +105,7 @@ class WNConv2d(nn.Conv2d):
         return normalize_weight(self.weight, self.log_weight_norm)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self._conv_forward(x, self.effective_weight(), self.bias)
+        return conv2d_forward(self, x, self.effective_weight())
 
     @torch.no_grad()
     def data_init_(self, x: torch.Tensor) -> torch.Tensor:

@@ -11,7 +11,9 @@ Latents ``z_l`` come in groups, top (coarsest) first. Sampling from noise ``eps_
 
 NVAE's quirks are config flags whose defaults reproduce the official behaviour: ``sigma_offset=0.01`` (the 1.01 top
 scale), ``soft_clamp_bound=5.0``, ``residual_scale=0.1`` and VAEBM's likelihood clamp
-``likelihood_log_scale_min=-2.0`` (``None`` gives NVAE's unclamped likelihood).
+``likelihood_log_scale_min=-2.0`` (``None`` gives NVAE's unclamped likelihood). As in the official code, that clamp
+only enters the ``"official"`` Langevin potential: the VAE is trained and scored (ELBO) with NVAE's unclamped
+likelihood (``reconstruction_log_prob(..., likelihood_clamp=False)``, the default).
 """
 
 from __future__ import annotations
@@ -333,11 +335,17 @@ class VAEBMVAE(ModelMixin, ConfigMixin, VAEBMVAEMixin, SpectralRegularizationMix
             s = cell(s)
         return self.image_conditional(s)
 
-    def output_distribution(self, logits: torch.Tensor):
-        """``p(x|z)`` from decoder logits: ``.mean`` and ``.rsample(eps_x)`` in ``[0, 1]``, per-pixel ``.log_prob``."""
+    def output_distribution(self, logits: torch.Tensor, likelihood_clamp: bool = True):
+        """``p(x|z)`` from decoder logits: ``.mean`` and ``.rsample(eps_x)`` in ``[0, 1]``, per-pixel ``.log_prob``.
+
+        ``likelihood_clamp`` applies VAEBM's ``log sigma >= likelihood_log_scale_min`` clamp to the Gaussian
+        decoder's ``log_prob`` (what the official Langevin potential evaluates); ``False`` gives NVAE's own,
+        unclamped likelihood, which the VAE is trained and scored with.
+        """
         c = self.config
         if c.decoder_distribution == "normal":
-            return GaussianImageDecoder(logits, c.soft_clamp_bound, c.sigma_offset, c.likelihood_log_scale_min)
+            log_scale_min = c.likelihood_log_scale_min if likelihood_clamp else None
+            return GaussianImageDecoder(logits, c.soft_clamp_bound, c.sigma_offset, log_scale_min)
         if c.decoder_distribution == "bernoulli":
             return BernoulliImageDecoder(logits)
         return LogisticMixtureImageDecoder(logits, c.num_mixture_dec, c.num_x_bits)

@@ -79,7 +79,8 @@ class VAEBMMLPVAE(ModelMixin, ConfigMixin, VAEBMVAEMixin, SpectralRegularization
     def has_pixel_noise(self) -> bool:
         return True
 
-    def output_distribution(self, logits: torch.Tensor) -> VectorGaussianDecoder:
+    def output_distribution(self, logits: torch.Tensor, likelihood_clamp: bool = True) -> VectorGaussianDecoder:
+        """``p(x|z)``; this decoder has no likelihood clamp, so ``likelihood_clamp`` changes nothing."""
         return VectorGaussianDecoder(logits, self.config.sigma_offset)
 
     def decode_noise(self, eps_z: list[torch.Tensor], temperature: float = 1.0) -> PriorSample:

@@ -3,6 +3,10 @@
 VAEBM's Langevin chain moves every latent group and the pixel noise at once. Keeping ``eps`` as a single
 ``(B, D)`` tensor makes every sampler operation one vectorised op; the VAE splits it into per-group views
 (no copies) only where it decodes.
+
+A chain may also move the latent noise alone (``eps = eps_z``, ``D = latent_dim``; the sample is then the decoder
+mean): :meth:`NoiseSpaceMixin.split_noise` accepts both widths, and ``sample_noise(..., pixel_noise=False)`` draws
+the shorter one.
 """
 
 from __future__ import annotations
@@ -36,16 +40,27 @@ class NoiseSpaceMixin:
     def latent_dim(self) -> int:
         return sum(math.prod(shape) for shape in self.latent_shapes)
 
+    def noise_dim_for(self, pixel_noise: bool) -> int:
+        """Width of ``eps`` for chains with (``noise_dim``) or without (``latent_dim``) the pixel noise."""
+        return self.noise_dim if pixel_noise else self.latent_dim
+
     def split_noise(self, eps: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor | None]:
-        """``(B, D)`` -> (list of ``eps_z`` views shaped ``(B, *group_shape)``, ``eps_x`` or ``None``)."""
-        if eps.dim() != 2 or eps.shape[1] != self.noise_dim:
+        """``(B, D)`` -> (list of ``eps_z`` views shaped ``(B, *group_shape)``, ``eps_x`` or ``None``).
+
+        ``D`` is ``noise_dim`` (latent groups, then pixel noise) or ``latent_dim`` (latent groups only: ``eps_x`` is
+        then ``None``).
+        """
+        widths = {self.noise_dim, self.latent_dim}
+        if eps.dim() != 2 or eps.shape[1] not in widths:
+            expected = " or ".join(f"(batch, {w})" for w in sorted(widths, reverse=True))
             raise ValueError(
-                f"noise must have shape (batch, {self.noise_dim}) for this VAE, got {tuple(eps.shape)}; "
+                f"noise must have shape {expected} for this VAE, got {tuple(eps.shape)}; "
                 "draw it with `vae.sample_noise(batch_size, generator=...)`."
             )
-        sizes = [math.prod(shape) for shape in self.noise_shapes]
-        parts = [p.view(eps.shape[0], *shape) for p, shape in zip(eps.split(sizes, dim=1), self.noise_shapes)]
-        if self.has_pixel_noise:
+        shapes = self.noise_shapes if eps.shape[1] == self.noise_dim else list(self.latent_shapes)
+        sizes = [math.prod(shape) for shape in shapes]
+        parts = [p.view(eps.shape[0], *shape) for p, shape in zip(eps.split(sizes, dim=1), shapes)]
+        if len(parts) > len(self.latent_shapes):
             return parts[:-1], parts[-1]
         return parts, None
 
@@ -64,6 +79,9 @@ class NoiseSpaceMixin:
         generator: torch.Generator | list[torch.Generator] | None = None,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
+        pixel_noise: bool = True,
     ) -> torch.Tensor:
-        """Standard-normal ``eps`` of shape ``(batch_size, noise_dim)``; a list of generators seeds each row."""
-        return randn_tensor((batch_size, self.noise_dim), generator=generator, device=device, dtype=dtype)
+        """Standard-normal ``eps`` of shape ``(batch_size, noise_dim)`` (``latent_dim`` without ``pixel_noise``); a
+        list of generators seeds each row."""
+        width = self.noise_dim_for(pixel_noise)
+        return randn_tensor((batch_size, width), generator=generator, device=device, dtype=dtype)

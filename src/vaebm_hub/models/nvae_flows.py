@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .layers import normalize_weight
+from .layers import conv2d_forward, normalize_weight
 
 
 def channel_mask(in_channels: int, out_channels: int, groups: int, zero_diag: bool) -> torch.Tensor:
@@ -76,7 +76,7 @@ class ARConv2d(nn.Conv2d):
         return normalize_weight(self.weight * self.mask, self.log_weight_norm)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self._conv_forward(x, self.effective_weight(), self.bias)
+        return conv2d_forward(self, x, self.effective_weight())
 
 
 class ARInvertedResidual(nn.Module):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 
 import torch
+from torch import nn
 
 from .noise_space import NoiseSpaceMixin
 
@@ -26,14 +27,60 @@ class VAEBMVAEMixin(NoiseSpaceMixin):
         eps = self.sample_noise(x.shape[0], generator=generator, device=x.device, dtype=x.dtype)
         return self.split_noise(eps)[0]
 
+    @torch.no_grad()
+    def readjust_batch_norm(
+        self,
+        num_batches: int = 100,
+        batch_size: int = 64,
+        temperature: float = 1.0,
+        generator: torch.Generator | None = None,
+    ) -> int:
+        """Re-estimate the batch-norm statistics of the generative path from prior samples (NVAE's
+        ``--readjust_bn``); returns how many batch-norm layers were re-estimated.
+
+        Training leaves running statistics measured on posterior samples ``z ~ q(z|x)``, but sampling decodes prior
+        samples ``z ~ p(z)``, whose activations differ. Every batch-norm layer the prior path runs through gets the
+        exact average of its batch statistics over ``num_batches`` batches of ``batch_size`` prior samples at
+        ``temperature`` (torch's cumulative average, ``momentum=None``; NVAE instead runs its 0.05-momentum update for
+        500 train-mode passes); layers off that path (the encoder) keep their statistics.
+        """
+        if num_batches < 1 or batch_size < 2:
+            raise ValueError(f"need num_batches >= 1 and batch_size >= 2, got {num_batches} and {batch_size}")
+        norms = [m for m in self.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+        saved = [(m.running_mean.clone(), m.running_var.clone(), m.num_batches_tracked.clone(), m.momentum)
+                 for m in norms]  # fmt: skip
+        for m in norms:
+            m.reset_running_stats()
+            m.momentum = None
+        was_training, completed = self.training, False
+        self.train()
+        try:
+            for _ in range(num_batches):
+                eps = self.sample_noise(batch_size, generator=generator, device=self.device, dtype=self.dtype)
+                self.decode_noise(self.split_noise(eps)[0], temperature)
+            completed = True
+        finally:
+            self.train(was_training)
+            for m, (mean, var, count, momentum) in zip(norms, saved):
+                m.momentum = momentum
+                if not completed or int(m.num_batches_tracked) == 0:  # interrupted, or not on the prior path
+                    m.running_mean.copy_(mean)
+                    m.running_var.copy_(var)
+                    m.num_batches_tracked.copy_(count)
+        return sum(int(m.num_batches_tracked) == num_batches for m in norms)
+
     def generate(self, eps: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
         """Data from flat noise ``eps`` (B, D): the decoder mean of ``z = T_z(eps_z)`` (images in ``[0, 1]``)."""
         eps_z, _ = self.split_noise(eps)
         return self.output_distribution(self.decode_noise(eps_z, temperature).logits).mean
 
-    def reconstruction_log_prob(self, x: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
-        """``log p(x|z)`` summed per example (B,)."""
-        return self.output_distribution(logits).log_prob(x).flatten(1).sum(dim=1)
+    def reconstruction_log_prob(
+        self, x: torch.Tensor, logits: torch.Tensor, likelihood_clamp: bool = False
+    ) -> torch.Tensor:
+        """``log p(x|z)`` summed per example (B,): NVAE's likelihood, or with ``likelihood_clamp`` VAEBM's
+        sampling-time clamped one (see ``output_distribution``)."""
+        distribution = self.output_distribution(logits, likelihood_clamp=likelihood_clamp)
+        return distribution.log_prob(x).flatten(1).sum(dim=1)
 
     def elbo(self, x: torch.Tensor, generator: torch.Generator | list[torch.Generator] | None = None) -> torch.Tensor:
         """Single-sample ELBO ``log p(x|z) - sum_l KL_l`` per example (B,)."""

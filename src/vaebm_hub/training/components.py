@@ -139,6 +139,8 @@ def make_pipeline(vae: nn.Module, ebm: nn.Module, settings: EBMSettings) -> VAEB
         step_size=settings.sample_step_size,
         noise_scale=settings.langevin_noise_scale,
     )
-    pipe = VAEBMPipeline(vae=vae, ebm=ebm, scheduler=scheduler, potential=settings.potential)
+    pipe = VAEBMPipeline(
+        vae=vae, ebm=ebm, scheduler=scheduler, potential=settings.potential, pixel_noise=settings.pixel_noise
+    )
     pipe.set_progress_bar_config(disable=True)
     return pipe

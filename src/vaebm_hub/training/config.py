@@ -44,6 +44,7 @@ class TrainingConfig:
     adam_weight_decay: float | None = None
     gradient_accumulation_steps: int = 1
     mixed_precision: str = "no"
+    channels_last: bool | None = None
     use_ema: bool = False
     ema_max_decay: float = 0.9999
     ema_inv_gamma: float = 1.0
@@ -63,6 +64,10 @@ class TrainingConfig:
     kl_warmup_fraction: float = 0.3
     kl_const_coeff: float = 1e-4
     no_kl_balance: bool = False
+    vae_likelihood_clamp: bool = False
+    no_readjust_bn: bool = False
+    no_dynamic_binarization: bool = False
+    readjust_bn_batches: int = 100
     vae_spectral_reg_coeff: float = 0.0
     # stage 2 (EBM)
     preset: str | None = None
@@ -71,6 +76,7 @@ class TrainingConfig:
     langevin_steps: int | None = None
     langevin_step_size: float | None = None
     langevin_noise_scale: float = 1.0
+    langevin_pixel_noise: bool | None = None
     sample_langevin_steps: int | None = None
     sample_step_size: float | None = None
     potential: str = "exact"
@@ -130,6 +136,12 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--adam_weight_decay", type=float)
     g.add_argument("--gradient_accumulation_steps", type=int, default=d.gradient_accumulation_steps)
     g.add_argument("--mixed_precision", choices=("no", "fp16", "bf16"), default=d.mixed_precision)
+    g.add_argument(
+        "--channels_last",
+        action=argparse.BooleanOptionalAction,
+        help="Run the convolutions in channels-last layout (default: on when training on the CPU, where it makes "
+        "a stage-1 step about 1.7x and a Langevin step 1.2-1.5x faster; saved weights are unaffected).",
+    )
     g.add_argument("--use_ema", action="store_true", help="Keep an EMA of the VAE weights (stage 1).")
     g.add_argument("--ema_max_decay", type=float, default=d.ema_max_decay)
     g.add_argument("--ema_inv_gamma", type=float, default=d.ema_inv_gamma)
@@ -151,7 +163,28 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--kl_warmup_fraction", type=float, default=d.kl_warmup_fraction)
     g.add_argument("--kl_const_coeff", type=float, default=d.kl_const_coeff, help="Smallest KL coefficient.")
     g.add_argument("--no_kl_balance", action="store_true", help="Turn off NVAE's KL balancing during warm-up.")
+    g.add_argument(
+        "--vae_likelihood_clamp",
+        action="store_true",
+        help="Train with VAEBM's sampling-time likelihood clamp (log sigma >= -2) instead of NVAE's unclamped "
+        "likelihood (the behaviour before 0.2).",
+    )
     g.add_argument("--vae_spectral_reg_coeff", type=float, default=d.vae_spectral_reg_coeff)
+    g.add_argument(
+        "--no_readjust_bn",
+        action="store_true",
+        help="Keep the VAE's batch-norm statistics from training instead of re-estimating them from prior samples "
+        "before saving (NVAE's --readjust_bn, on by default).",
+    )
+    g.add_argument(
+        "--no_dynamic_binarization",
+        action="store_true",
+        help="Bernoulli decoders train on the grey images themselves instead of a fresh binarisation of every batch "
+        "(pixel ~ Bernoulli(intensity), NVAE's MNIST setting).",
+    )
+    g.add_argument(
+        "--readjust_bn_batches", type=int, default=d.readjust_bn_batches, help="Prior-sample batches for that."
+    )
 
     g = p.add_argument_group("stage 2: EBM (defaults from --preset, else the dataset's CPU-scale preset)")
     g.add_argument("--preset", help="cifar10, celeba64, lsun_church64, celebahq256 or digits.")
@@ -160,6 +193,12 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--langevin_steps", type=int, help="K, Langevin steps per training iteration.")
     g.add_argument("--langevin_step_size", type=float)
     g.add_argument("--langevin_noise_scale", type=float, default=d.langevin_noise_scale)
+    g.add_argument(
+        "--langevin_pixel_noise",
+        action=argparse.BooleanOptionalAction,
+        help="Chains move the pixel noise eps_x with eps_z (the paper), or with --no-langevin_pixel_noise eps_z "
+        "alone, the energy network seeing decoder means (for decoders whose noise is wide next to the data's detail).",
+    )
     g.add_argument("--sample_langevin_steps", type=int, help="Default chain length of the saved pipeline.")
     g.add_argument("--sample_step_size", type=float, help="Step size of the saved pipeline's scheduler.")
     g.add_argument("--potential", choices=("exact", "official"), default=d.potential)

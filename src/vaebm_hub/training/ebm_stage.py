@@ -101,7 +101,9 @@ class EBMStage(TrainingStage):
     # ---------------------------------------------------------------- negatives
     def initial_noise(self, batch_size: int, step: int) -> torch.Tensor:
         """Fresh ``eps``, its ``eps_z`` part partly replayed from the buffer."""
-        eps = self.vae.sample_noise(batch_size, generator=self.generator, device=self.vae.device)
+        eps = self.vae.sample_noise(
+            batch_size, generator=self.generator, device=self.vae.device, pixel_noise=self.settings.pixel_noise
+        )
         if self.buffer is None:
             return eps
         s, latent = self.settings, self.vae.latent_dim
@@ -181,7 +183,10 @@ class EBMStage(TrainingStage):
     def sample_panels(self) -> dict[str, torch.Tensor]:
         """VAE samples (K = 0) beside VAEBM samples from the same initial noise."""
         pipe = self.pipeline()
-        noise = self.vae.sample_noise(self.num_sample_images, generator=make_generator(self.seed, "sample-grid"))
+        generator = make_generator(self.seed, "sample-grid")
+        noise = self.vae.sample_noise(
+            self.num_sample_images, generator=generator, pixel_noise=self.settings.pixel_noise
+        )
         steps = self.settings.sample_langevin_steps
         panels = {}
         for label, k in (("VAE (K=0)", 0), (f"VAEBM (K={steps})", steps)):

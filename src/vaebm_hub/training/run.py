@@ -22,6 +22,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from ..data import BUILTIN_DATASETS
+from ..models.layers import set_channels_last
 from .checkpointing import CHECKPOINT_PREFIX, read_state, remove_stale_temporaries, resolve_resume
 from .components import check_vae_fits_data, load_training_data, load_vae, make_pipeline, new_ebm, new_vae
 from .config import TrainingConfig, parse_args
@@ -155,6 +156,8 @@ def execute(plan: RunPlan, accelerator: Accelerator) -> None:
     """Train the planned stages and save the pipeline."""
     c, shape = plan.config, tuple(plan.dataset.sample_shape)
     vae, resume = plan.vae, plan.resume
+    channels_last = c.channels_last if c.channels_last is not None else accelerator.device.type == "cpu"
+    set_channels_last(vae, channels_last)
     common = dict(seed=c.seed, process_index=accelerator.process_index, num_sample_images=c.num_sample_images)
     if "vae" in plan.stages:
         stage = VAEStage(vae, plan.vae_settings, **common)
@@ -165,6 +168,7 @@ def execute(plan: RunPlan, accelerator: Accelerator) -> None:
         accelerator.free_memory()
     if "ebm" in plan.stages:
         ebm = new_ebm(plan.ebm_settings, shape, c.seed)
+        set_channels_last(ebm, channels_last)
         stage = EBMStage(vae, ebm, plan.ebm_settings, device=accelerator.device, **common)
         StageRunner(accelerator, stage, plan.dataset, loop_options(plan, plan.ebm_step_offset)).run(resume)
         save_pipeline(accelerator, stage.pipeline(), plan, "VAE + energy network")

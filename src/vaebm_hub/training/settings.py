@@ -34,6 +34,9 @@ class VAESettings:
     kl_warmup_fraction: float
     kl_const_coeff: float
     kl_balance: bool
+    likelihood_clamp: bool
+    readjust_bn_batches: int  # 0: keep the training statistics
+    dynamic_binarization: bool
     spectral_reg_coeff: float
     use_ema: bool
     ema_max_decay: float
@@ -49,6 +52,7 @@ class EBMSettings:
     langevin_steps: int
     langevin_step_size: float
     langevin_noise_scale: float
+    pixel_noise: bool
     potential: str
     sampling_space: str
     use_buffer: bool
@@ -86,6 +90,9 @@ def vae_settings(config: TrainingConfig, defaults: DatasetDefaults) -> VAESettin
         kl_warmup_fraction=config.kl_warmup_fraction,
         kl_const_coeff=config.kl_const_coeff,
         kl_balance=not config.no_kl_balance,
+        likelihood_clamp=config.vae_likelihood_clamp,
+        readjust_bn_batches=0 if config.no_readjust_bn else config.readjust_bn_batches,
+        dynamic_binarization=not config.no_dynamic_binarization,
         spectral_reg_coeff=config.vae_spectral_reg_coeff,
         use_ema=config.use_ema,
         ema_max_decay=config.ema_max_decay,
@@ -111,6 +118,7 @@ def ebm_settings(config: TrainingConfig, defaults: DatasetDefaults) -> EBMSettin
         langevin_steps=first(config.langevin_steps, preset.train_langevin_steps),
         langevin_step_size=first(config.langevin_step_size, preset.train_step_size),
         langevin_noise_scale=config.langevin_noise_scale,
+        pixel_noise=first(config.langevin_pixel_noise, True),
         potential=config.potential,
         sampling_space=config.sampling_space,
         # The buffer replays eps_z; x-space chains start from fresh VAE samples instead.

@@ -9,6 +9,12 @@ coefficients ``gamma_l ∝ (mean_b |kl_l,b| + 0.01) / alpha_l`` (renormalised to
 penalty toward groups that carry more information; ``alpha_l = 4^i / n_i`` for a group at scale ``i`` (``i = 0`` the
 top, coarsest scale, ``n_i`` its number of groups), divided by its minimum (NVAE's "square" weighting). Afterwards
 ``gamma_l = 1``. ``L_SR`` is the weight-normalisation spectral regulariser (``vae.spectral_norm_loss()``).
+
+A Bernoulli decoder sees every batch freshly binarised, ``x_b ~ Bernoulli(x)`` (NVAE's dynamic binarisation for
+MNIST; ``--no_dynamic_binarization`` trains on the grey values). ``log p(x|z)`` is NVAE's unclamped likelihood:
+VAEBM's ``log sigma >= -2`` clamp belongs to its Langevin potential only (under the clamp, pixels whose scale sits
+below it get no gradient for their scale). ``--vae_likelihood_clamp`` trains with the clamped likelihood instead
+(this package's behaviour before 0.2).
 """
 
 from __future__ import annotations
@@ -60,13 +66,14 @@ class NegativeELBOTerms(nn.Module):
     multi-field output dataclass) handle them.
     """
 
-    def __init__(self, vae: nn.Module) -> None:
+    def __init__(self, vae: nn.Module, likelihood_clamp: bool = False) -> None:
         super().__init__()
-        self.vae = vae
+        self.vae, self.likelihood_clamp = vae, likelihood_clamp
 
     def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         out = self.vae(x, generator=generator)
-        return -self.vae.reconstruction_log_prob(x, out.logits), torch.stack(out.kl_all, dim=1)
+        recon = self.vae.reconstruction_log_prob(x, out.logits, likelihood_clamp=self.likelihood_clamp)
+        return -recon, torch.stack(out.kl_all, dim=1)
 
 
 class VAEStage(TrainingStage):
@@ -86,6 +93,8 @@ class VAEStage(TrainingStage):
         self.generator = make_generator(seed, "vae-posterior", process_index)
         self.num_sample_images = num_sample_images
         scales = list(reversed(getattr(vae, "groups_per_scale", [len(vae.latent_shapes)])))
+        bernoulli = getattr(vae.config, "decoder_distribution", None) == "bernoulli"
+        self.binarize = bernoulli and settings.dynamic_binarization
         self.alpha = kl_balance_weights(scales) if settings.kl_balance else None
         self.ema: EMAModel | None = None
 
@@ -110,11 +119,14 @@ class VAEStage(TrainingStage):
             )  # fmt: skip
             self.ema.to(accelerator.device)
         self.model, self.optimizer, self.lr_scheduler = accelerator.prepare(
-            NegativeELBOTerms(self.vae), optimizer, scheduler
+            NegativeELBOTerms(self.vae, self.settings.likelihood_clamp), optimizer, scheduler
         )
 
     def training_loss(self, batch: torch.Tensor, step: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         s = self.settings
+        if self.binarize:
+            uniform = torch.rand(batch.shape, generator=self.generator, dtype=batch.dtype).to(batch.device)
+            batch = (uniform < batch).to(batch.dtype)
         recon, kl = self.model(batch, generator=self.generator)
         beta = kl_coefficient(step, self.optim.max_train_steps, s.kl_warmup_fraction, s.kl_const_coeff)
         loss = (recon + balanced_kl(kl, beta, self.alpha)).mean()
@@ -162,7 +174,12 @@ class VAEStage(TrainingStage):
             self.ema.restore(self.vae.parameters())
 
     def finished_vae(self) -> nn.Module:
-        """The trained VAE (with its EMA weights if ``--use_ema``), frozen, in eval mode."""
+        """The trained VAE (with its EMA weights if ``--use_ema``), its batch-norm statistics re-estimated from
+        prior samples (:meth:`readjust_batch_norm`, unless turned off), frozen, in eval mode."""
         if self.ema is not None:
             self.ema.copy_to(self.vae.parameters())
+        if self.settings.readjust_bn_batches > 0:
+            self.vae.readjust_batch_norm(
+                self.settings.readjust_bn_batches, self.optim.batch_size, generator=make_generator(self.seed, "bn")
+            )
         return self.vae.eval().requires_grad_(False)

@@ -1,0 +1,160 @@
+"""What stage 1 trains with and how VAEBM samples, beyond the paper's defaults: the unclamped training likelihood,
+batch-norm statistics re-estimated from prior samples, dynamic binarisation, latent-only Langevin chains and the
+channels-last convolution layout."""
+
+from __future__ import annotations
+
+import torch
+
+from vaebm_hub import VAEBMVAE, LangevinScheduler, VAEBMEnergyModel, VAEBMPipeline
+from vaebm_hub.models.layers import set_channels_last
+from vaebm_hub.pipelines.potential import vaebm_potential
+from vaebm_hub.training.vae_stage import NegativeELBOTerms
+
+
+def _vae_with_small_decoder_scales(**kwargs) -> VAEBMVAE:
+    torch.manual_seed(0)
+    vae = VAEBMVAE(**kwargs)
+    with torch.no_grad():  # push the decoder's log-scale channels far below VAEBM's clamp at -2
+        conv = vae.image_conditional[1]
+        conv.bias[conv.out_channels // 2 :] = -4.0
+    return vae
+
+
+def test_training_likelihood_is_nvaes_unclamped_one_so_small_scales_get_gradients():
+    vae = _vae_with_small_decoder_scales().eval()
+    x = torch.rand(4, 1, 8, 8)
+    logits = vae(x, generator=torch.Generator().manual_seed(0)).logits.detach().requires_grad_(True)
+    clamped = vae.reconstruction_log_prob(x, logits, likelihood_clamp=True)
+    unclamped = vae.reconstruction_log_prob(x, logits)
+    mu, log_sigma_raw = logits.chunk(2, dim=1)
+    sigma = torch.exp(5 * torch.tanh(log_sigma_raw / 5)) + 0.01
+    expected = torch.distributions.Normal(5 * torch.tanh(mu / 5), sigma).log_prob(2 * x - 1).flatten(1).sum(1)
+    torch.testing.assert_close(unclamped, expected)
+    assert not torch.allclose(clamped, unclamped)
+    (grad,) = torch.autograd.grad(unclamped.sum(), logits)
+    assert grad[:, 1:].abs().min() > 0  # every pixel's scale is trained
+    (grad_clamped,) = torch.autograd.grad(clamped.sum(), logits)
+    assert grad_clamped[:, 1:].abs().max() == 0  # under the clamp, none is
+
+
+def test_negative_elbo_terms_train_unclamped_unless_asked():
+    vae = _vae_with_small_decoder_scales()
+    x = torch.rand(4, 1, 8, 8)
+    recon, _ = NegativeELBOTerms(vae)(x, generator=torch.Generator().manual_seed(1))
+    recon_clamped, _ = NegativeELBOTerms(vae, likelihood_clamp=True)(x, generator=torch.Generator().manual_seed(1))
+    assert (recon_clamped < recon).all()  # a floor on sigma caps the density of a sharp decoder
+
+
+def test_readjusted_batch_norm_statistics_are_those_of_prior_samples():
+    torch.manual_seed(0)
+    vae = VAEBMVAE(num_latent_scales=2, num_groups_per_scale=2, sample_size=8)
+    encoder_bn = vae.pre_process[0]._ops[0].bn_act
+    before = encoder_bn.running_mean.clone()
+    decoder_bns = [m for m in vae.dec_tower.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    for bn in decoder_bns:  # statistics that have nothing to do with the prior's activations
+        bn.running_mean.fill_(3.0)
+        bn.running_var.fill_(7.0)
+    count = vae.readjust_batch_norm(num_batches=20, batch_size=64, generator=torch.Generator().manual_seed(1))
+    assert count > 0
+    torch.testing.assert_close(encoder_bn.running_mean, before)  # off the prior path: untouched
+    assert all(bn.momentum == 0.05 for bn in decoder_bns)
+    # Eval mode now decodes a large fresh prior batch (almost) as train mode, on its own batch statistics, does.
+    eps = vae.sample_noise(512, generator=torch.Generator().manual_seed(2))
+    eps_z, _ = vae.split_noise(eps)
+    with torch.no_grad():
+        vae.eval()
+        eval_logits = vae.decode_noise(eps_z).logits
+        vae.train()
+        train_logits = vae.decode_noise(eps_z).logits
+    assert (eval_logits - train_logits).abs().mean() < 0.05 * train_logits.abs().mean()
+
+
+def test_trainer_readjusts_batch_norm_before_saving(tmp_path):
+    from vaebm_hub.training import main
+
+    common = ["--stage", "vae", "--dataset_name", "digits", "--vae_max_train_steps", "3", "--train_batch_size", "16",
+              "--report_to", "none", "--readjust_bn_batches", "4"]  # fmt: skip
+    main([*common, "--output_dir", str(tmp_path / "a")])
+    main([*common, "--output_dir", str(tmp_path / "b"), "--no_readjust_bn"])
+    a = VAEBMVAE.from_pretrained(tmp_path / "a" / "vae")
+    b = VAEBMVAE.from_pretrained(tmp_path / "b" / "vae")
+    key = "dec_tower.1._ops.0.conv.0.bn.running_mean"
+    enc = "pre_process.0._ops.0.bn_act.running_mean"
+    sa, sb = a.state_dict(), b.state_dict()
+    assert key in sa and not torch.allclose(sa[key], sb[key])
+    torch.testing.assert_close(sa[enc], sb[enc])
+    for name in sa:
+        if "running" not in name and "num_batches" not in name:
+            torch.testing.assert_close(sa[name], sb[name])  # the weights are the same run's
+
+
+def test_bernoulli_vae_trains_on_freshly_binarised_batches(tmp_path):
+    from vaebm_hub.training.config import parse_args
+    from vaebm_hub.training.defaults import dataset_defaults
+    from vaebm_hub.training.settings import vae_settings
+    from vaebm_hub.training.vae_stage import VAEStage
+
+    vae = VAEBMVAE(decoder_distribution="bernoulli")
+    seen = []
+    vae.register_forward_pre_hook(lambda module, args: seen.append(args[0].clone()))
+    for flags, binary in (([], True), (["--no_dynamic_binarization"], False)):
+        config = parse_args(["--dataset_name", "digits", *flags])
+        stage = VAEStage(
+            vae, vae_settings(config, dataset_defaults("digits", (1, 8, 8))), seed=0, process_index=0,
+            num_sample_images=4,
+        )  # fmt: skip
+        stage.model = NegativeELBOTerms(vae)
+        batch = torch.full((8, 1, 8, 8), 0.5)
+        stage.training_loss(batch, 0)
+        values = seen[-1].unique()
+        if binary:
+            assert set(values.tolist()) == {0.0, 1.0}
+        else:
+            assert values.tolist() == [0.5]
+
+
+def test_latent_only_potential_is_energy_of_the_decoder_mean_plus_prior():
+    torch.manual_seed(0)
+    vae, ebm = VAEBMVAE().eval(), VAEBMEnergyModel().eval()
+    eps_z = torch.randn(3, vae.latent_dim)
+    out = vaebm_potential(vae, ebm, eps_z)
+    mean = vae.generate(eps_z)
+    torch.testing.assert_close(out.images, mean)
+    torch.testing.assert_close(out.potential, ebm(mean) + 0.5 * eps_z.pow(2).sum(1))
+
+
+def test_pipeline_without_pixel_noise_chains_on_eps_z_and_round_trips(tmp_path):
+    torch.manual_seed(0)
+    pipe = VAEBMPipeline(VAEBMVAE(), VAEBMEnergyModel(), LangevinScheduler(step_size=1e-2), pixel_noise=False)
+    pipe.set_progress_bar_config(disable=True)
+    eps = pipe(batch_size=2, num_inference_steps=0, generator=torch.Generator().manual_seed(0), output_type="latent")
+    assert eps.images.shape == (2, pipe.vae.latent_dim)
+    moved = pipe(batch_size=2, num_inference_steps=3, latents=eps.images, output_type="latent").images
+    assert not torch.allclose(moved, eps.images)
+    pipe.save_pretrained(tmp_path)
+    loaded = VAEBMPipeline.from_pretrained(tmp_path)
+    assert loaded.config.pixel_noise is False
+    full = loaded(batch_size=2, num_inference_steps=0, pixel_noise=True, output_type="latent").images
+    assert full.shape == (2, pipe.vae.noise_dim)
+
+
+def test_channels_last_convolutions_match_and_leave_weights_alone():
+    torch.manual_seed(0)
+    vae = VAEBMVAE(num_latent_scales=2, num_groups_per_scale=2, num_nf=1).eval()
+    ebm = VAEBMEnergyModel().eval()
+    eps = vae.sample_noise(4, generator=torch.Generator().manual_seed(0))
+
+    def energy_and_grad():
+        eps_ = eps.clone().requires_grad_(True)
+        out = vaebm_potential(vae, ebm, eps_)
+        return out.potential.detach(), torch.autograd.grad(out.potential.sum(), eps_)[0]
+
+    reference = energy_and_grad()
+    assert set_channels_last(vae) > 0 and set_channels_last(ebm) > 0
+    fast = energy_and_grad()
+    for a, b in zip(reference, fast):
+        torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-5)
+    assert all(t.is_contiguous() for t in vae.state_dict().values())
+    set_channels_last(vae, False)
+    torch.testing.assert_close(energy_and_grad()[0], reference[0])
