@@ -17,12 +17,12 @@ from huggingface_hub.errors import HFValidationError
 from huggingface_hub.utils import validate_repo_id
 from PIL import Image
 
+from ..constants import LIBRARY_NAME
 from .files import SAMPLE_GRID_NAME, component_entries, read_model_index
 
 # ``hub/templates`` links to the repository's ``model_cards/``; wheels carry the templates as package data.
 TEMPLATE_DIR = Path(__file__).resolve().parent / "templates"
 TEMPLATES = {"trained": "vaebm_pipeline.md", "converted": "converted_nvae.md"}
-LIBRARY_NAME = "vaebm_hub"
 PIPELINE_TAG = "unconditional-image-generation"
 TAGS = ["vaebm", "energy-based-model", "nvae", "diffusers", "langevin"]
 NVIDIA_LICENSE = {

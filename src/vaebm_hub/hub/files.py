@@ -13,7 +13,7 @@ import shutil
 from fnmatch import fnmatchcase
 from pathlib import Path
 
-from ..pipelines.pipeline_vaebm import HUB_ALLOW_PATTERNS
+from ..constants import HUB_ALLOW_PATTERNS
 
 SAMPLE_GRID_NAME = "samples.png"
 ROOT_FILES = tuple(p for p in HUB_ALLOW_PATTERNS if "/" not in p) + (SAMPLE_GRID_NAME,)

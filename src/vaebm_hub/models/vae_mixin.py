@@ -7,11 +7,23 @@ A VAE provides ``latent_shapes``, ``data_shape``, ``has_pixel_noise``, ``decode_
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from .noise_space import NoiseSpaceMixin
+
+
+@dataclass
+class NoiseDecoding:
+    """``eps -> x`` in full: the prior pass ``prior`` (logits, ``z``, ``log p(z)``), the decoder distribution
+    ``p(x|z)`` and the data ``x`` — the decoder sample ``T_x(z, eps_x)`` when ``eps`` carries pixel noise, else the
+    decoder mean."""
+
+    prior: object
+    decoder: object
+    x: torch.Tensor
 
 
 class VAEBMVAEMixin(NoiseSpaceMixin):
@@ -69,10 +81,18 @@ class VAEBMVAEMixin(NoiseSpaceMixin):
                     m.num_batches_tracked.copy_(count)
         return sum(int(m.num_batches_tracked) == num_batches for m in norms)
 
+    def noise_to_data(self, eps: torch.Tensor, temperature: float = 1.0) -> NoiseDecoding:
+        """The VAE's reparameterised map ``T(eps)`` for flat noise ``eps`` (B, D): ``z = T_z(eps_z)`` by ancestral
+        sampling at ``temperature``, then ``x = T_x(z, eps_x)`` (or the decoder mean without pixel noise)."""
+        eps_z, eps_x = self.split_noise(eps)
+        prior = self.decode_noise(eps_z, temperature)
+        decoder = self.output_distribution(prior.logits)
+        x = decoder.rsample(eps_x) if eps_x is not None else decoder.mean
+        return NoiseDecoding(prior=prior, decoder=decoder, x=x)
+
     def generate(self, eps: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
         """Data from flat noise ``eps`` (B, D): the decoder mean of ``z = T_z(eps_z)`` (images in ``[0, 1]``)."""
-        eps_z, _ = self.split_noise(eps)
-        return self.output_distribution(self.decode_noise(eps_z, temperature).logits).mean
+        return self.noise_to_data(eps[:, : self.latent_dim], temperature).x  # the latent part alone: the mean
 
     def reconstruction_log_prob(
         self, x: torch.Tensor, logits: torch.Tensor, likelihood_clamp: bool = False

@@ -1,6 +1,8 @@
 """The VAEBM pipeline, its Langevin potential, and the x-space Langevin sampler of the ablation."""
 
-from .pipeline_vaebm import NonFiniteChainError, VAEBMPipeline, VAEBMPipelineOutput
+from .langevin_chain import NonFiniteChainError, langevin_chain
+from .output import VAEBMPipelineOutput
+from .pipeline_vaebm import VAEBMPipeline
 from .potential import POTENTIALS, PotentialOutput, potential_and_grad, vaebm_potential
 from .x_space import sample_x_space, x_space_chain
 
@@ -10,6 +12,7 @@ __all__ = [
     "PotentialOutput",
     "VAEBMPipeline",
     "VAEBMPipelineOutput",
+    "langevin_chain",
     "potential_and_grad",
     "sample_x_space",
     "vaebm_potential",

@@ -2,36 +2,30 @@
 
 from __future__ import annotations
 
-import contextlib
+import functools
 import os
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable
 
-import numpy as np
-import PIL.Image
 import torch
-from diffusers import DiffusionPipeline
-from diffusers.utils import BaseOutput, replace_example_docstring
+from diffusers import DiffusionPipeline, ModelMixin
+from diffusers.utils import replace_example_docstring
 from huggingface_hub import constants as hub_constants
 from huggingface_hub import snapshot_download
-from torch import nn
 
+from ..constants import HUB_ALLOW_PATTERNS, LIBRARY_NAME
 from ..models.layers import set_channels_last
 from ..schedulers.scheduling_langevin import LangevinScheduler
+from ..utils import eval_mode
 from .checks import verify_saved_pipeline
-from .potential import POTENTIALS, potential_and_grad, vaebm_potential
+from .langevin_chain import NonFiniteChainError, finite_chain_indices, langevin_chain
+from .output import VAEBMPipelineOutput, samples_to_numpy
+from .potential import POTENTIALS, potential_and_grad
+
+__all__ = ["NonFiniteChainError", "VAEBMPipeline", "VAEBMPipelineOutput"]
 
 OUTPUT_TYPES = ("pil", "np", "pt", "latent")
-LIBRARY_NAME = "vaebm_hub"
-# Files a saved pipeline consists of; everything else in a Hub repo (checkpoints, logs, samples) is skipped.
-HUB_ALLOW_PATTERNS = [
-    "model_index.json",
-    "*/config.json",
-    "*/scheduler_config.json",
-    "*/*.safetensors",
-    "*/*.safetensors.index*.json",
-    "README.md",
-]
+# The chain state is noise, ~N(0, I) under the prior: a coordinate beyond this has diverged, even if still finite.
+NOISE_DIVERGENCE_BOUND = 1e4
 
 EXAMPLE_DOC_STRING = """
     Examples:
@@ -46,34 +40,6 @@ EXAMPLE_DOC_STRING = """
         (4, 8, 8, 1)
         ```
 """
-
-
-class NonFiniteChainError(FloatingPointError):
-    """A Langevin chain reached NaN/Inf; raised instead of returning garbage images."""
-
-
-@dataclass
-class VAEBMPipelineOutput(BaseOutput):
-    """``images``: PIL list, ``(B, H, W, C)`` array in [0, 1], ``(B, C, H, W)`` tensor, or the final noise ``(B, D)``
-    for ``output_type="latent"``. ``energy_trace``: ``(K + 1, B)`` energies along the chain when requested.
-    ``kept``: indices of the returned chains (all of them unless ``drop_nonfinite=True`` dropped some)."""
-
-    images: list[PIL.Image.Image] | np.ndarray | torch.Tensor
-    energy_trace: torch.Tensor | None = None
-    kept: torch.Tensor | None = None
-
-
-@contextlib.contextmanager
-def eval_mode(*modules: nn.Module) -> Iterator[None]:
-    """Temporarily put modules in eval mode (batch norm on running statistics), restoring their flags after."""
-    flags = [m.training for m in modules]
-    try:
-        for m in modules:
-            m.eval()
-        yield
-    finally:
-        for m, flag in zip(modules, flags):
-            m.train(flag)
 
 
 class VAEBMPipeline(DiffusionPipeline):
@@ -99,7 +65,12 @@ class VAEBMPipeline(DiffusionPipeline):
     _callback_tensor_inputs = ["latents"]
 
     def __init__(
-        self, vae, ebm, scheduler: LangevinScheduler, potential: str = "exact", pixel_noise: bool = True
+        self,
+        vae: ModelMixin,
+        ebm: ModelMixin,
+        scheduler: LangevinScheduler,
+        potential: str = "exact",
+        pixel_noise: bool = True,
     ) -> None:
         super().__init__()
         if potential not in POTENTIALS:
@@ -192,8 +163,9 @@ class VAEBMPipeline(DiffusionPipeline):
         generator,
         latents: torch.Tensor | None,
         output_type: str,
+        potential: str,
+        pixel_noise: bool,
         callback_on_step_end_tensor_inputs: list[str],
-        pixel_noise: bool = True,
     ) -> None:
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
@@ -205,6 +177,8 @@ class VAEBMPipeline(DiffusionPipeline):
             raise ValueError(f"step_size must be > 0, got {step_size!r}")
         if not temperature > 0:
             raise ValueError(f"temperature must be > 0, got {temperature!r}")
+        if potential not in POTENTIALS:
+            raise ValueError(f"potential must be one of {POTENTIALS}, got {potential!r}")
         if isinstance(generator, list) and len(generator) != batch_size:
             raise ValueError(f"got {len(generator)} generators for batch_size={batch_size}; pass one per sample")
         if output_type not in OUTPUT_TYPES:
@@ -225,12 +199,43 @@ class VAEBMPipeline(DiffusionPipeline):
         if unknown:
             raise ValueError(f"callback tensor inputs {sorted(unknown)} are not in {self._callback_tensor_inputs}")
 
+    @property
+    def num_timesteps(self) -> int:
+        """Langevin steps of the current (or last) call."""
+        return getattr(self, "_num_timesteps", 0)
+
+    @property
+    def interrupt(self) -> bool:
+        """Set ``pipe._interrupt = True`` (e.g. from a callback) to stop the chain after the current step."""
+        return getattr(self, "_interrupt", False)
+
+    def prepare_latents(self, batch_size: int, generator, latents: torch.Tensor | None, pixel_noise: bool):
+        """The chain's start ``eps``, float32 on the execution device: ``latents``, or ``N(0, I)`` noise."""
+        device = self._execution_device
+        if latents is None:
+            return self.vae.sample_noise(
+                batch_size, generator=generator, device=device, dtype=torch.float32, pixel_noise=pixel_noise
+            )
+        return latents.to(device=device, dtype=torch.float32)
+
+    def _step_callback(self, callback_on_step_end: Callable | None, tensor_inputs: list[str]):
+        """The chain's callback for diffusers' ``callback_on_step_end(pipe, step, timestep, tensors) -> dict``."""
+        if callback_on_step_end is None:
+            return None
+
+        def callback(i: int, t: torch.Tensor, latents: torch.Tensor) -> torch.Tensor | None:
+            tensors = {"latents": latents}
+            returned = callback_on_step_end(self, i, t, {name: tensors[name] for name in tensor_inputs}) or {}
+            return returned["latents"].to(torch.float32) if "latents" in returned else None
+
+        return callback
+
     # ------------------------------------------------------------------ sampling
     @torch.no_grad()
     @replace_example_docstring(EXAMPLE_DOC_STRING)
     def __call__(
         self,
-        batch_size: int = 1,
+        batch_size: int | None = None,
         num_inference_steps: int | None = None,
         step_size: float | None = None,
         temperature: float = 1.0,
@@ -248,7 +253,7 @@ class VAEBMPipeline(DiffusionPipeline):
         r"""Draw ``batch_size`` samples by ``num_inference_steps`` Langevin steps on ``U(eps)``.
 
         Args:
-            batch_size: number of chains (images).
+            batch_size: number of chains (images); default 1, or the number of rows of ``latents``.
             num_inference_steps: chain length ``K``; ``None`` = the scheduler's default, ``0`` = plain VAE samples.
             step_size: override the scheduler's (first) step size ``eta``.
             temperature: prior temperature ``t`` of the VAE (1 = the paper's sampling setting).
@@ -268,103 +273,57 @@ class VAEBMPipeline(DiffusionPipeline):
 
         Examples:
 
-        The images are the decoder mean of the final ``z``, mapped to ``[0, 1]`` as ``clamp(mu / 2 + 1/2, 0, 1)``
-        (the official script instead min-max rescales every image; we do not).
+        The chain state and its arithmetic are float32 whatever the networks' dtype (a half-precision state would
+        round most Langevin steps away). The images are the decoder mean of the final ``z``, mapped to ``[0, 1]``
+        as ``clamp(mu / 2 + 1/2, 0, 1)`` (the official script instead min-max rescales every image; we do not).
         """
-        scheduler = self.scheduler
+        if batch_size is None:
+            batch_size = 1 if latents is None else len(latents)
         if num_inference_steps is None:
-            num_inference_steps = scheduler.config.num_train_timesteps
-        callback_inputs = callback_on_step_end_tensor_inputs or ["latents"]
+            num_inference_steps = self.scheduler.config.num_train_timesteps
+        potential = self.config.potential if potential is None else potential
         pixel_noise = self.config.get("pixel_noise", True) if pixel_noise is None else bool(pixel_noise)
+        tensor_inputs = callback_on_step_end_tensor_inputs or ["latents"]
         self.check_inputs(
-            batch_size, num_inference_steps, step_size, temperature, generator, latents, output_type, callback_inputs,
-            pixel_noise,
+            batch_size, num_inference_steps, step_size, temperature, generator, latents, output_type, potential,
+            pixel_noise, tensor_inputs,
         )  # fmt: skip
-        potential = potential or self.config.potential
-        if potential not in POTENTIALS:
-            raise ValueError(f"potential must be one of {POTENTIALS}, got {potential!r}")
+        self._num_timesteps, self._interrupt = num_inference_steps, False
+
+        scheduler = self.scheduler
         if step_size is not None:
             scheduler = LangevinScheduler.from_config(scheduler.config, step_size=step_size)
-        device, dtype = self._execution_device, self.vae.dtype
-
-        if latents is None:
-            latents = self.vae.sample_noise(
-                batch_size, generator=generator, device=device, dtype=dtype, pixel_noise=pixel_noise
-            )
-        latents = latents.to(device=device, dtype=dtype)
-        scheduler.set_timesteps(num_inference_steps, device=device)
-        metropolis = scheduler.config.metropolis
-
-        def evaluate(eps: torch.Tensor):
-            return potential_and_grad(self.vae, self.ebm, eps, temperature, potential)
-
-        finite = torch.ones(batch_size, dtype=torch.bool, device=device)
-        trace: list[torch.Tensor] = []
+        scheduler.set_timesteps(num_inference_steps, device=self._execution_device)
+        latents = self.prepare_latents(batch_size, generator, latents, pixel_noise)
         with eval_mode(self.vae, self.ebm):
-            state = None
-            for i, t in enumerate(self.progress_bar(scheduler.timesteps)):
-                if state is None:
-                    state = evaluate(latents)
-                u, grad, energy = state
-                finite &= torch.isfinite(u)
-                if return_energy_trace:
-                    trace.append(energy)
-                proposal = scheduler.step(grad, t, latents, generator=generator)
-                if metropolis:
-                    u_new, grad_new, energy_new = evaluate(proposal.prev_sample)
-                    latents, accepted = scheduler.metropolis_accept(
-                        latents, proposal.prev_sample, u, u_new, grad, grad_new, proposal.step_size, generator
-                    )
-                    state = (
-                        torch.where(accepted, u_new, u),
-                        torch.where(accepted[:, None], grad_new, grad),
-                        torch.where(accepted, energy_new, energy),
-                    )
-                else:
-                    latents, state = proposal.prev_sample, None
-                if callback_on_step_end is not None:
-                    tensors = {"latents": latents}
-                    returned = callback_on_step_end(self, i, t, {name: tensors[name] for name in callback_inputs})
-                    returned = returned or {}
-                    if "latents" in returned:
-                        latents, state = returned["latents"], None
-            if return_energy_trace:
-                trace.append(state[2] if state is not None else self._chain_energy(latents, temperature))
-            finite &= torch.isfinite(latents).all(dim=1)
-            kept = self._handle_nonfinite(finite, drop_nonfinite)
-            latents = latents[kept]
-            images = latents if output_type == "latent" else self.vae.generate(latents, temperature)
+            chain = langevin_chain(
+                functools.partial(
+                    potential_and_grad, self.vae, self.ebm, temperature=temperature, potential=potential
+                ),
+                latents,
+                scheduler,
+                generator=generator,
+                callback=self._step_callback(callback_on_step_end, tensor_inputs),
+                max_abs=NOISE_DIVERGENCE_BOUND,
+                return_energy_trace=return_energy_trace,
+                progress_bar=self.progress_bar if num_inference_steps > 0 else None,
+                interrupted=lambda: self.interrupt,
+            )
+            kept = finite_chain_indices(chain.finite, drop_nonfinite)
+            latents = chain.state[kept]
+            images = latents if output_type == "latent" else self.vae.generate(latents.to(self.vae.dtype), temperature)
 
-        energy_trace = torch.stack(trace)[:, kept] if return_energy_trace else None
+        energy_trace = chain.energy_trace[:, kept] if return_energy_trace else None
         images = self._postprocess(images, output_type)
         self.maybe_free_model_hooks()
         if not return_dict:
             return (images, energy_trace)
         return VAEBMPipelineOutput(images=images, energy_trace=energy_trace, kept=kept)
 
-    def _chain_energy(self, latents: torch.Tensor, temperature: float) -> torch.Tensor:
-        return vaebm_potential(self.vae, self.ebm, latents, temperature, "exact").energy
-
-    @staticmethod
-    def _handle_nonfinite(finite: torch.Tensor, drop: bool) -> torch.Tensor:
-        """Indices of chains to keep; raises unless every chain stayed finite or ``drop`` is set (one host sync)."""
-        if bool(finite.all()):
-            return torch.arange(finite.numel(), device=finite.device)
-        bad = int((~finite).sum())
-        if not drop:
-            raise NonFiniteChainError(
-                f"{bad} of {finite.numel()} Langevin chains reached NaN/Inf. Lower the step size (or the "
-                "temperature), check the energy network for NaN energies, or pass drop_nonfinite=True to drop them."
-            )
-        return torch.nonzero(finite).flatten()
-
     def _postprocess(self, images: torch.Tensor, output_type: str):
         if output_type in ("latent", "pt"):
             return images
-        array = images.float().cpu()
-        if array.dim() == 4:
-            array = array.permute(0, 2, 3, 1)
-        array = array.numpy()
+        array = samples_to_numpy(images)
         return self.numpy_to_pil(array) if output_type == "pil" else array
 
     # ------------------------------------------------------------------ scoring (OOD detection)

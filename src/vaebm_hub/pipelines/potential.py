@@ -15,8 +15,8 @@ With ``eps = (eps_z, eps_x)``, ``z = T_z(eps_z)`` (ancestral sampling through th
   ``sum_l log sigma_l`` terms and evaluates ``log p(x|z)`` with VAEBM's clamped decoder scale
   (``log sigma >= -2``): the eps_x pull is exactly ``eps_x`` only where the clamp is inactive.
 
-For decoders without pixel noise (Bernoulli, logistic mixture) ``x`` is the decoder mean and the chain moves in
-``eps_z`` only (``log p(x|z)`` is then omitted from the official potential).
+Without pixel noise — decoders that have none (Bernoulli, logistic mixture), or chains on ``eps_z`` alone
+(``pixel_noise=False``) — ``x`` is the decoder mean and ``log p(x|z)`` is omitted from the official potential.
 """
 
 from __future__ import annotations
@@ -26,6 +26,13 @@ from dataclasses import dataclass
 import torch
 
 POTENTIALS = ("exact", "official")
+HALF_DTYPES = (torch.float16, torch.bfloat16)
+
+
+def _as_network_input(x: torch.Tensor, network) -> torch.Tensor:
+    """``x`` cast to a half-precision network's dtype (autograd casts the gradient back); otherwise unchanged."""
+    dtype = getattr(network, "dtype", x.dtype)
+    return x.to(dtype) if dtype in HALF_DTYPES and x.dtype != dtype else x
 
 
 @dataclass
@@ -43,18 +50,17 @@ def vaebm_potential(
     """Evaluate ``U(eps)`` for flat noise ``eps`` (B, D); differentiable in ``eps``."""
     if potential not in POTENTIALS:
         raise ValueError(f"potential must be one of {POTENTIALS}, got {potential!r}")
-    eps_z, eps_x = vae.split_noise(eps)
-    prior = vae.decode_noise(eps_z, temperature)
-    decoder = vae.output_distribution(prior.logits)
-    x = decoder.rsample(eps_x) if eps_x is not None else decoder.mean
-    energy = ebm(x, check_finite=False)  # non-finite chains are tracked by the caller
+    decoded = vae.noise_to_data(_as_network_input(eps, vae), temperature)
+    # Non-finite chains are tracked by the caller. U is accumulated in eps's dtype (float32 chains may drive
+    # half-precision networks), so the prior term is exact whatever the networks' precision.
+    energy = ebm(_as_network_input(decoded.x, ebm), check_finite=False).to(eps.dtype)
     if potential == "exact":
         u = energy + 0.5 * eps.pow(2).sum(dim=1)
     else:
-        u = energy - prior.log_p_z
-        if eps_x is not None:
-            u = u - decoder.log_prob(x).flatten(1).sum(dim=1)
-    return PotentialOutput(potential=u, energy=energy, images=x)
+        u = energy - decoded.prior.log_p_z.to(eps.dtype)
+        if eps.shape[1] > vae.latent_dim:  # the chain moves eps_x too
+            u = u - decoded.decoder.log_prob(decoded.x).flatten(1).sum(dim=1).to(eps.dtype)
+    return PotentialOutput(potential=u, energy=energy, images=decoded.x)
 
 
 def potential_and_grad(

@@ -14,12 +14,14 @@ run the identical chain.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 from torch import nn
 
 from ..schedulers.scheduling_langevin import LangevinScheduler
-from .langevin_chain import langevin_chain
-from .pipeline_vaebm import VAEBMPipelineOutput
+from .langevin_chain import finite_chain_indices, langevin_chain
+from .output import VAEBMPipelineOutput, samples_to_numpy
 
 IMAGE_RANGE = (0.0, 1.0)
 
@@ -33,6 +35,12 @@ def energy_and_grad(ebm: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torc
     return energy.detach(), grad
 
 
+def x_space_potential(ebm: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The potential :func:`langevin_chain` runs on: ``(U, dU/dx, E)`` with ``U = E(x)``."""
+    energy, grad = energy_and_grad(ebm, x)
+    return energy, grad, energy
+
+
 def x_space_chain(
     ebm: nn.Module,
     x: torch.Tensor,
@@ -43,9 +51,10 @@ def x_space_chain(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """:func:`~.langevin_chain.langevin_chain` on ``U(x) = E(x)`` from ``x`` (B, ...): the final states and a (B,)
     mask of the chains that stayed finite."""
-    return langevin_chain(
-        lambda state: energy_and_grad(ebm, state)[1], x, scheduler, generator=generator, clip_range=clip_range
+    out = langevin_chain(
+        functools.partial(x_space_potential, ebm), x, scheduler, generator=generator, clip_range=clip_range
     )
+    return out.state, out.finite
 
 
 @torch.no_grad()
@@ -70,10 +79,7 @@ def sample_x_space(
     chain = LangevinScheduler.from_config(scheduler.config)
     chain.set_timesteps(num_inference_steps, device=x.device)
     x, finite = x_space_chain(ebm, x, chain, generator=generator, clip_range=clip_range)
-    if not bool(finite.all()):
-        raise FloatingPointError(
-            f"{int((~finite).sum())} x-space Langevin chains reached NaN/Inf; lower the scheduler's step size."
-        )
+    finite_chain_indices(finite)  # raises NonFiniteChainError, the pipeline's policy
     return x
 
 
@@ -114,7 +120,4 @@ class XSpaceSampler:
         x = sample_x_space(
             self.vae, self.ebm, self.scheduler, latents, num_inference_steps, generator=generator, clip_range=clip
         )
-        if output_type == "np":
-            x = x.float().cpu()
-            x = (x.permute(0, 2, 3, 1) if x.dim() == 4 else x).numpy()
-        return VAEBMPipelineOutput(images=x)
+        return VAEBMPipelineOutput(images=samples_to_numpy(x) if output_type == "np" else x)

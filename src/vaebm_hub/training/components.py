@@ -138,6 +138,7 @@ def make_pipeline(vae: nn.Module, ebm: nn.Module, settings: EBMSettings) -> VAEB
         num_train_timesteps=settings.sample_langevin_steps,
         step_size=settings.sample_step_size,
         noise_scale=settings.langevin_noise_scale,
+        metropolis=settings.metropolis,
     )
     pipe = VAEBMPipeline(
         vae=vae, ebm=ebm, scheduler=scheduler, potential=settings.potential, pixel_noise=settings.pixel_noise

@@ -77,6 +77,7 @@ class TrainingConfig:
     langevin_step_size: float | None = None
     langevin_noise_scale: float = 1.0
     langevin_pixel_noise: bool | None = None
+    langevin_metropolis: bool = False
     sample_langevin_steps: int | None = None
     sample_step_size: float | None = None
     potential: str = "exact"
@@ -193,6 +194,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--langevin_steps", type=int, help="K, Langevin steps per training iteration.")
     g.add_argument("--langevin_step_size", type=float)
     g.add_argument("--langevin_noise_scale", type=float, default=d.langevin_noise_scale)
+    g.add_argument(
+        "--langevin_metropolis",
+        action="store_true",
+        help="Metropolis-adjusted Langevin (MALA) for the training chains and the saved pipeline's sampler.",
+    )
     g.add_argument(
         "--langevin_pixel_noise",
         action=argparse.BooleanOptionalAction,

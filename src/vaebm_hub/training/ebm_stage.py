@@ -19,13 +19,15 @@ and the negatives are the final ``x``; there is no replay buffer.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 from accelerate import Accelerator
 from diffusers.optimization import get_scheduler
 from torch import nn
 from torch.utils.data import Dataset
 
-from ..pipelines.langevin_chain import langevin_chain
+from ..pipelines.langevin_chain import ChainOutput, langevin_chain
 from ..pipelines.potential import potential_and_grad
 from ..pipelines.x_space import IMAGE_RANGE, x_space_chain
 from ..schedulers import LangevinScheduler
@@ -41,15 +43,14 @@ FROZEN_VAE_DIR = "frozen_vae"
 
 @torch.no_grad()
 def negative_images(vae: nn.Module, eps: torch.Tensor, use_mu_cd: bool) -> torch.Tensor:
-    """The samples the EBM is trained against, from the final chain state ``eps`` (B, D): the decoder mean
-    ``mu / 2 + 1/2`` (unclamped; the plain mean for decoders without ``mu``) or the decoder sample
-    ``T_x(z, eps_x)``."""
-    eps_z, eps_x = vae.split_noise(eps)
-    decoder = vae.output_distribution(vae.decode_noise(eps_z).logits)
+    """The samples the EBM is trained against, from the final chain state ``eps`` (B, D): with ``use_mu_cd`` the
+    decoder mean ``mu / 2 + 1/2`` (unclamped, as the official code; the plain mean for decoders without ``mu``),
+    else what the chain's energy saw, ``T(eps)`` (the decoder sample, or the mean for latent-only chains)."""
+    decoded = vae.noise_to_data(eps)
     if use_mu_cd:
-        mu = getattr(decoder, "mu", None)
-        return decoder.mean if mu is None else 0.5 * mu + 0.5
-    return decoder.rsample(eps_x) if eps_x is not None else decoder.mean
+        mu = getattr(decoded.decoder, "mu", None)
+        return decoded.decoder.mean if mu is None else 0.5 * mu + 0.5
+    return decoded.x
 
 
 class EBMStage(TrainingStage):
@@ -75,6 +76,7 @@ class EBMStage(TrainingStage):
             num_train_timesteps=settings.langevin_steps,
             step_size=settings.langevin_step_size,
             noise_scale=settings.langevin_noise_scale,
+            metropolis=settings.metropolis,
         )
         self.buffer = ReplayBuffer(settings.buffer_size, vae.latent_dim) if settings.use_buffer else None
         # x-space chains keep images in [0, 1]; vector data (the 2-D toy) is unbounded.
@@ -111,20 +113,21 @@ class EBMStage(TrainingStage):
         eps_z = self.buffer.replace_rows(eps[:, :latent], prob, self.generator)
         return torch.cat([eps_z, eps[:, latent:]], dim=1)
 
-    def run_chains(self, eps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """K Langevin steps from ``eps``; returns the final state and a (B,) mask of chains that stayed finite
-        (a chain that reaches NaN/Inf keeps its last finite state). No host synchronisation inside the loop.
-        With ``sampling_space="x"`` the state is the image ``x``, started from the decoder means of ``eps``."""
+    def run_chains(self, eps: torch.Tensor) -> ChainOutput:
+        """K Langevin steps from ``eps`` (:func:`~vaebm_hub.pipelines.langevin_chain.langevin_chain`; a chain that
+        reaches NaN/Inf keeps its last finite state and is flagged in ``finite``). With ``sampling_space="x"`` the
+        state is the image ``x``, started from the decoder means of ``eps``."""
         with torch.autocast(eps.device.type, enabled=False):
             if self.settings.sampling_space == "x":
                 x = self.vae.generate(eps)
-                return x_space_chain(self.ebm, x, self.langevin, generator=self.generator, clip_range=self.clip_range)
-            return langevin_chain(
-                lambda state: potential_and_grad(self.vae, self.ebm, state, 1.0, self.settings.potential)[1],
-                eps,
-                self.langevin,
-                generator=self.generator,
+                state, finite = x_space_chain(
+                    self.ebm, x, self.langevin, generator=self.generator, clip_range=self.clip_range
+                )
+                return ChainOutput(state, finite)
+            potential = functools.partial(
+                potential_and_grad, self.vae, self.ebm, temperature=1.0, potential=self.settings.potential
             )
+            return langevin_chain(potential, eps, self.langevin, generator=self.generator)
 
     def negatives(self, state: torch.Tensor) -> torch.Tensor:
         """The negative images for the final chain states: for noise-space chains see :func:`negative_images`;
@@ -135,7 +138,8 @@ class EBMStage(TrainingStage):
 
     def training_loss(self, batch: torch.Tensor, step: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         s = self.settings
-        eps, finite = self.run_chains(self.initial_noise(batch.shape[0], step))
+        chain = self.run_chains(self.initial_noise(batch.shape[0], step))
+        eps, finite = chain.state, chain.finite
         negatives = self.negatives(eps)
         finite &= torch.isfinite(negatives).flatten(1).all(dim=1)
         negatives = torch.where(finite.view(-1, *[1] * (negatives.dim() - 1)), negatives, 0.0)

@@ -53,6 +53,7 @@ class EBMSettings:
     langevin_step_size: float
     langevin_noise_scale: float
     pixel_noise: bool
+    metropolis: bool
     potential: str
     sampling_space: str
     use_buffer: bool
@@ -119,6 +120,7 @@ def ebm_settings(config: TrainingConfig, defaults: DatasetDefaults) -> EBMSettin
         langevin_step_size=first(config.langevin_step_size, preset.train_step_size),
         langevin_noise_scale=config.langevin_noise_scale,
         pixel_noise=first(config.langevin_pixel_noise, True),
+        metropolis=config.langevin_metropolis,
         potential=config.potential,
         sampling_space=config.sampling_space,
         # The buffer replays eps_z; x-space chains start from fresh VAE samples instead.

@@ -29,7 +29,7 @@ from diffusers.training_utils import EMAModel
 from torch import nn
 from torch.utils.data import Dataset
 
-from ..pipelines.pipeline_vaebm import eval_mode
+from ..utils import eval_mode
 from .defaults import VAE_ADAM_EPS
 from .loop import TrainingStage, make_generator
 from .settings import VAESettings
