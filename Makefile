@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml Makefile
 	touch $(STAMP)
 
 demo: install
-	$(PY) -m vaebm_hub.training.demo
+	$(PY) examples/demo.py
 
 test: install
 	$(PY) -m pytest -q

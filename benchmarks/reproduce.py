@@ -1,4 +1,4 @@
-"""Reproduce the paper's claims at CPU scale (``make reproduce``); the logic lives in :mod:`vaebm_hub.reproduction`.
+"""Reproduce the paper's claims at CPU scale (``make reproduce``); the logic lives in :mod:`reproduction` beside it.
 
     python benchmarks/reproduce.py [--fast] [--claims 1,2,3,4,5] [--output_dir benchmarks/results]
                                    [--cache_dir outputs/reproduce] [--docs docs/results.md]
@@ -14,8 +14,7 @@ import shlex
 import sys
 
 import torch
-
-from vaebm_hub.reproduction import CLAIMS, run_claims
+from reproduction import CLAIMS, run_claims
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -28,14 +28,12 @@ from torch.utils.data import TensorDataset
 
 from vaebm_hub import VAEBMVAE, VAEBMEnergyModel
 from vaebm_hub.data import load_array_dataset
+from vaebm_hub.pipelines.langevin_chain import ChainOutput
 from vaebm_hub.pipelines.potential import vaebm_potential
-from vaebm_hub.presets import get_preset
-from vaebm_hub.training.config import TrainingConfig
+from vaebm_hub.presets import get_preset, resolve
 from vaebm_hub.training.data_stream import BatchStream
-from vaebm_hub.training.defaults import DATASET_DEFAULTS
 from vaebm_hub.training.ebm_stage import EBMStage, negative_images
 from vaebm_hub.training.loop import LoopOptions, StageRunner
-from vaebm_hub.training.settings import ebm_settings, vae_settings
 from vaebm_hub.training.vae_stage import VAEStage
 
 RESULTS = Path(__file__).parent / "results"
@@ -79,7 +77,8 @@ class BaselineEBMStage(EBMStage):
     def _log(self, energy: torch.Tensor) -> None:
         self.energy_log.append(energy.mean().item() if "item_sync" in self.waste else energy.mean().detach())
 
-    def run_chains(self, eps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def run_chains(self, eps: torch.Tensor) -> ChainOutput:
+        # A deliberate copy of the official loop (the benchmark's reference), not the package's chain.
         for t in self.langevin.timesteps:
             eps = eps.detach().requires_grad_(True)
             out = vaebm_potential(self.vae, self.ebm, eps, 1.0, self.settings.potential)
@@ -94,7 +93,7 @@ class BaselineEBMStage(EBMStage):
             eps = self.langevin.step(grad, t, eps.detach(), generator=self.generator).prev_sample
         if "extra_decoder_pass" in self.waste:
             self._log(vaebm_potential(self.vae, self.ebm, eps, 1.0, self.settings.potential).energy)
-        return eps, torch.ones(eps.shape[0], dtype=torch.bool)
+        return ChainOutput(eps, torch.ones(eps.shape[0], dtype=torch.bool))
 
     def negatives(self, eps: torch.Tensor) -> torch.Tensor:
         if "extra_decoder_pass" in self.waste:  # with autograd on: the graph is built for nothing
@@ -140,11 +139,12 @@ def steps_per_second(runners: dict[str, StageRunner], iterations: int, repeats: 
 def measure(spec: dict, iterations: int, repeats: int, scratch: Path) -> dict:
     dataset = dataset_for(spec)
     batch = BATCH_SIZE[spec["data"]]
-    config = TrainingConfig(
-        train_batch_size=batch, ebm_layout=spec["ebm"]["layout"], ebm_n_channel=spec["ebm"]["n_channel"]
+    preset = resolve(
+        get_preset("digits"),
+        vae_training=dict(batch_size=batch),
+        ebm_training=dict(batch_size=batch, layout=spec["ebm"]["layout"], n_channel=spec["ebm"]["n_channel"]),
     )
-    s1 = vae_settings(config, DATASET_DEFAULTS["digits"])
-    s2 = ebm_settings(config, DATASET_DEFAULTS["digits"])
+    s1, s2 = preset.vae_training, preset.ebm_training
     torch.manual_seed(0)
     vae = VAEBMVAE(**spec["vae"])
     shape = dataset.sample_shape
@@ -164,9 +164,11 @@ def measure(spec: dict, iterations: int, repeats: int, scratch: Path) -> dict:
         torch.manual_seed(1)
         ebm = VAEBMEnergyModel(in_channels=shape[0], sample_size=shape[-1], **spec["ebm"])
         if waste is None:
-            stage = EBMStage(frozen, ebm, s2, device=torch.device("cpu"), **common)
+            stage = EBMStage(frozen, ebm, s2, preset.sampling, device=torch.device("cpu"), **common)
         else:
-            stage = BaselineEBMStage(frozen, ebm, s2, device=torch.device("cpu"), waste=waste, **common)
+            stage = BaselineEBMStage(
+                frozen, ebm, s2, preset.sampling, device=torch.device("cpu"), waste=waste, **common
+            )
         runners[label] = runner_for(stage, dataset, scratch)
         stage.prepare(runners[label].accelerator, dataset, fresh=True)
     rates = steps_per_second(runners, iterations, repeats)

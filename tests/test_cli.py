@@ -60,8 +60,8 @@ def test_zero_energy_pipeline_samples_the_vae_target():
 def test_mismatched_vae_and_ebm_are_refused():
     with pytest.raises(ValueError, match="energy network expects"):
         build_pipeline(VAEBMVAE(), load_official_ebm(OFFICIAL / "ebm_cifar32" / "checkpoint.pth"))
-    with pytest.raises(ValueError, match="no default energy-network layout"):
-        zero_energy_model(VAEBMVAE(sample_size=16))
+    # One image-size rule (vaebm_hub.presets.ebm_layout_for_size) for the converter and the trainer.
+    assert zero_energy_model(VAEBMVAE(sample_size=16)).config.layout == "mnist"
 
 
 def test_model_index_of_the_converted_pipeline(converted):

@@ -90,9 +90,7 @@ def test_trainer_readjusts_batch_norm_before_saving(tmp_path):
 
 
 def test_bernoulli_vae_trains_on_freshly_binarised_batches(tmp_path):
-    from vaebm_hub.training.config import parse_args
-    from vaebm_hub.training.defaults import dataset_defaults
-    from vaebm_hub.training.settings import vae_settings
+    from vaebm_hub.training.config import parse_args, resolve_preset
     from vaebm_hub.training.vae_stage import VAEStage
 
     vae = VAEBMVAE(decoder_distribution="bernoulli")
@@ -101,7 +99,7 @@ def test_bernoulli_vae_trains_on_freshly_binarised_batches(tmp_path):
     for flags, binary in (([], True), (["--no_dynamic_binarization"], False)):
         config = parse_args(["--dataset_name", "digits", *flags])
         stage = VAEStage(
-            vae, vae_settings(config, dataset_defaults("digits", (1, 8, 8))), seed=0, process_index=0,
+            vae, resolve_preset(config, (1, 8, 8)).vae_training, seed=0, process_index=0,
             num_sample_images=4,
         )  # fmt: skip
         stage.model = NegativeELBOTerms(vae)

@@ -9,10 +9,9 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from vaebm_hub.reproduction import CLAIMS, run_claims
-from vaebm_hub.reproduction.claim_gain import gap_closed
-from vaebm_hub.reproduction.runs import FLAGS_FILE, RUNS, train_runs
+from reproduction import CLAIMS, run_claims
+from reproduction.claim_gain import gap_closed
+from reproduction.runs import FLAGS_FILE, RUNS, train_runs
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import reproduce  # noqa: E402

@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -17,7 +18,7 @@ from safetensors.torch import load_file
 
 from vaebm_hub import VAEBMVAE, VAEBMPipeline
 from vaebm_hub.training import TrainingDivergedError, main
-from vaebm_hub.training.checkpointing import KILL_BEFORE_COMMIT_ENV, list_checkpoints, read_state
+from vaebm_hub.training.checkpointing import list_checkpoints, read_state
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAIN_SCRIPT = str(ROOT / "examples" / "train.py")
@@ -48,6 +49,25 @@ def accelerate_config(tmp_path_factory) -> str:
 def launch(config: str, *args: str, launcher_args: tuple[str, ...] = (), extra_env=None):
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", config, *launcher_args, TRAIN_SCRIPT]
     return run(cmd + list(args), extra_env)
+
+
+def kill_during_checkpoint_write(cmd: list[str], output_dir: Path, checkpoint: str) -> None:
+    """Start ``cmd`` and ``kill -9`` it from outside while it writes ``checkpoint``: as soon as the checkpoint's
+    temporary folder appears the process is frozen (SIGSTOP), checked to be mid-write, then killed."""
+    tmp, final = output_dir / f".tmp-{checkpoint}", output_dir / checkpoint
+    process = subprocess.Popen(cmd, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 300
+    try:
+        while not tmp.is_dir():
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"{cmd} ended before writing {checkpoint}: {process.stderr.read()[-3000:]!r}")
+            time.sleep(0.0002)
+        process.send_signal(signal.SIGSTOP)
+        assert tmp.is_dir() and not final.exists(), "the write finished before the process could be frozen"
+    finally:
+        process.kill()
+        process.wait()
+        process.stderr.close()
 
 
 def weights(folder: Path) -> dict[str, torch.Tensor]:
@@ -119,8 +139,7 @@ def test_killed_and_resumed_run_ends_with_the_same_weights(tmp_path):
 
     cmd = [sys.executable, TRAIN_SCRIPT, *args, "--output_dir", str(resumed), "--resume_from_checkpoint", "latest"]
     for kill_at, last_good in (("checkpoint-2", 1), ("checkpoint-6", 5)):  # mid stage 1, then mid stage 2
-        killed = run(cmd, {KILL_BEFORE_COMMIT_ENV: kill_at}, check=False)
-        assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+        kill_during_checkpoint_write(cmd, resumed, kill_at)
         assert (resumed / f".tmp-{kill_at}").is_dir() and not (resumed / kill_at).exists()
         assert list_checkpoints(resumed)[-1][0] == last_good
     run(cmd)
@@ -184,7 +203,7 @@ def test_push_to_hub_uploads_only_the_pipeline(tmp_path, monkeypatch):
 
 
 def test_demo_code_path_at_tiny_size(tmp_path, monkeypatch):
-    from vaebm_hub.training import demo
+    import demo
 
     monkeypatch.setenv("VAEBM_HUB_CACHE", str(tmp_path / "cache"))
     metrics = demo.run_demo(tmp_path / "demo", fast=True)

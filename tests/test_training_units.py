@@ -33,10 +33,10 @@ from vaebm_hub.training.checkpointing import (
     resolve_resume,
     write_atomically,
 )
+from vaebm_hub.training.config import resolve_preset
 from vaebm_hub.training.data_stream import BatchStream, ShardedBatchSampler
-from vaebm_hub.training.defaults import DATASET_DEFAULTS
 from vaebm_hub.training.ebm_stage import negative_images
-from vaebm_hub.training.settings import ebm_settings, vae_settings
+from vaebm_hub.training.run import card_rows
 from vaebm_hub.training.vae_stage import balanced_kl, kl_balance_weights, kl_coefficient
 
 # ------------------------------------------------------------------------------------------------ replay buffer
@@ -239,33 +239,35 @@ def test_negatives_are_decoder_mean_or_sample():
 # ------------------------------------------------------------------------------------------------ settings
 
 
+def ebm_settings(flags, shape=(1, 8, 8)):
+    return resolve_preset(parse_args(flags), shape).ebm_training
+
+
+def vae_settings(flags, shape=(1, 8, 8)):
+    return resolve_preset(parse_args(flags), shape).vae_training
+
+
 def test_explicit_flags_override_the_preset_which_overrides_dataset_defaults():
-    config = parse_args(["--dataset_name", "digits", "--preset", "cifar10", "--ebm_learning_rate", "1e-3"])
-    settings = ebm_settings(config, DATASET_DEFAULTS["digits"])
+    settings = ebm_settings(["--dataset_name", "digits", "--preset", "cifar10", "--ebm_learning_rate", "1e-3"])
     cifar = get_preset("cifar10")
-    assert settings.optim.learning_rate == 1e-3
+    assert settings.learning_rate == 1e-3
     assert (settings.layout, settings.n_channel, settings.use_mu_cd) == ("cifar32", 128, False)
-    assert settings.langevin_step_size == cifar.train_step_size
-    config = parse_args(["--dataset_name", "digits", "--use_mu_cd", "--no-use_buffer", "--learning_rate", "0.5"])
-    settings = ebm_settings(config, DATASET_DEFAULTS["digits"])
-    assert settings.use_mu_cd and not settings.use_buffer and settings.optim.learning_rate == 0.5
-    stage1 = vae_settings(
-        parse_args(["--max_train_steps", "40", "--vae_learning_rate", "0.1"]), DATASET_DEFAULTS["digits"]
-    )
-    assert (stage1.optim.max_train_steps, stage1.optim.learning_rate, stage1.optim.lr_warmup_steps) == (40, 0.1, 2)
+    assert settings.langevin_step_size == cifar.ebm_training.langevin_step_size
+    settings = ebm_settings(["--dataset_name", "digits", "--use_mu_cd", "--no-use_buffer", "--learning_rate", "0.5"])
+    assert settings.use_mu_cd and not settings.use_buffer and settings.learning_rate == 0.5
+    stage1 = vae_settings(["--dataset_name", "digits", "--max_train_steps", "40", "--vae_learning_rate", "0.1"])
+    assert (stage1.max_train_steps, stage1.learning_rate, stage1.lr_warmup_steps) == (40, 0.1, 2)
 
 
 def test_gaussians25_defaults_are_the_settings_that_train_the_toy():
     """NVAE's Adamax lr 1e-2 diverges on the toy's MLP VAE; the defaults are the tuned ones of docs/results.md."""
-    config = parse_args(["--dataset_name", "gaussians25"])
-    stage1, stage2 = (
-        vae_settings(config, DATASET_DEFAULTS["gaussians25"]),
-        ebm_settings(config, DATASET_DEFAULTS["gaussians25"]),
-    )
-    assert (stage1.optim.learning_rate, stage1.optim.max_train_steps) == (2e-3, 10000)
-    assert (stage2.optim.learning_rate, stage2.optim.max_train_steps, stage2.use_mu_cd) == (3e-4, 500, True)
-    assert stage2.langevin_step_size == stage2.sample_step_size == 3e-2
-    assert vae_settings(config, DATASET_DEFAULTS["digits"]).optim.learning_rate == 1e-2
+    flags = ["--dataset_name", "gaussians25"]
+    stage1, stage2 = vae_settings(flags, (2,)), ebm_settings(flags, (2,))
+    sampling = resolve_preset(parse_args(flags), (2,)).sampling
+    assert (stage1.learning_rate, stage1.max_train_steps) == (2e-3, 10000)
+    assert (stage2.learning_rate, stage2.max_train_steps, stage2.use_mu_cd) == (3e-4, 500, True)
+    assert stage2.langevin_step_size == sampling.step_size == 3e-2
+    assert vae_settings(["--dataset_name", "digits"]).learning_rate == 1e-2
 
 
 # ------------------------------------------------------------------------------------------------ Hub upload
@@ -295,11 +297,12 @@ def test_push_uploads_the_pipeline_card_and_grid_but_never_checkpoints(tmp_path,
         (tmp_path / name).write_bytes(b"x")
     Image.new("RGB", (8, 8)).save(tmp_path / "samples" / "ebm-000004.png")
     config = parse_args(["--dataset_name", "digits", "--push_to_hub", "--hub_model_id", "me/vaebm", "--seed", "3"])
-    card = write_model_card(tmp_path, config, "VAE + energy network").read_text()
+    rows = card_rows(config, resolve_preset(config, (1, 8, 8)), ["vae", "ebm"])
+    card = write_model_card(tmp_path, rows, dataset_name="digits", repo_id=config.hub_model_id).read_text()
     assert "me/vaebm" in card and "| `seed` | 3 |" in card and "samples.png" in card and "hub_token" not in card
 
     api = RecordingApi()
-    assert push_trained_pipeline(tmp_path, config, api=api) == "commit"
+    assert push_trained_pipeline(tmp_path, config.hub_model_id, api=api) == "commit"
     (_, repo_id, create_kwargs), (_, sent) = api.calls
     assert repo_id == "me/vaebm" and create_kwargs["exist_ok"]
     assert {"model_index.json", "README.md", "samples.png", "vae/config.json", "ebm/config.json"} <= set(sent)

@@ -11,9 +11,7 @@ from torch import nn
 from vaebm_hub import LangevinScheduler, VAEBMPipeline
 from vaebm_hub.pipelines.x_space import XSpaceSampler, energy_and_grad, sample_x_space, x_space_chain
 from vaebm_hub.training import main
-from vaebm_hub.training.config import parse_args
-from vaebm_hub.training.defaults import dataset_defaults
-from vaebm_hub.training.settings import ebm_settings
+from vaebm_hub.training.config import parse_args, resolve_preset
 
 
 class Quadratic(nn.Module):
@@ -86,13 +84,15 @@ def test_sample_x_space_starts_from_vae_decoder_means():
 
 
 def test_sampling_space_flag_defaults_to_eps_and_x_turns_the_replay_buffer_off():
-    defaults = dataset_defaults("digits", (1, 8, 8))
-    eps = ebm_settings(parse_args(["--dataset_name", "digits"]), defaults)
+    def ebm_settings(flags):
+        return resolve_preset(parse_args(flags), (1, 8, 8)).ebm_training
+
+    eps = ebm_settings(["--dataset_name", "digits"])
     assert eps.sampling_space == "eps" and eps.use_buffer  # the digits preset replays eps_z
-    x = ebm_settings(parse_args(["--dataset_name", "digits", "--sampling_space", "x"]), defaults)
+    x = ebm_settings(["--dataset_name", "digits", "--sampling_space", "x"])
     assert x.sampling_space == "x" and not x.use_buffer
     with pytest.raises(ValueError, match="--use_buffer"):
-        ebm_settings(parse_args(["--dataset_name", "digits", "--sampling_space", "x", "--use_buffer"]), defaults)
+        ebm_settings(["--dataset_name", "digits", "--sampling_space", "x", "--use_buffer"])
 
 
 def test_trainer_trains_an_x_space_ebm_whose_negatives_are_x_chains(tmp_path):

@@ -21,13 +21,12 @@ import time
 from pathlib import Path
 
 import gradio as gr
-import numpy as np
 import torch
-import torch.nn.functional as F
 from matplotlib.figure import Figure
 from PIL import Image
 
 from vaebm_hub import VAEBMVAE, LangevinScheduler, VAEBMEnergyModel, VAEBMPipeline
+from vaebm_hub.figures import image_grid
 
 MAX_IMAGES = 64
 MAX_STEPS = 500
@@ -35,7 +34,6 @@ STEP_SIZE_RANGE = (1e-7, 0.1)
 TEMPERATURE_RANGE = (0.1, 1.5)
 MAX_SEED = 2**31 - 1
 MAX_FRAMES = 40  # the animation keeps at most this many chain states (evenly strided) besides the start
-DISPLAY_PIXELS = 64  # samples are upscaled (nearest neighbour) to at least this size so 8x8 images are visible
 DEFAULT_PIPELINE = Path("outputs/demo/pipeline")
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 ANIMATIONS = tempfile.TemporaryDirectory(prefix="vaebm_demo_")  # GIFs live here until Gradio has copied them
@@ -66,23 +64,6 @@ def load_pipeline(model: str) -> VAEBMPipeline:
     return pipe.to(DEVICE)
 
 
-def image_grid(images: torch.Tensor) -> Image.Image:
-    """``(B, C, H, W)`` images in [0, 1] as one RGB grid (near-square, 2-pixel white gaps), each sample upscaled by
-    an integer factor with nearest-neighbour so that its longer side is at least ``DISPLAY_PIXELS``."""
-    batch, channels, height, width = images.shape
-    scale = max(1, math.ceil(DISPLAY_PIXELS / max(height, width)))
-    tiles = F.interpolate(images.detach().float().cpu().clamp(0, 1), scale_factor=scale, mode="nearest")
-    tiles = tiles.expand(-1, 3, -1, -1) if channels == 1 else tiles[:, :3]
-    cols = math.ceil(math.sqrt(batch))
-    rows = math.ceil(batch / cols)
-    cell_h, cell_w, gap = height * scale, width * scale, 2
-    canvas = torch.ones(3, rows * (cell_h + gap) + gap, cols * (cell_w + gap) + gap)
-    for i, tile in enumerate(tiles):
-        top, left = gap + (i // cols) * (cell_h + gap), gap + (i % cols) * (cell_w + gap)
-        canvas[:, top : top + cell_h, left : left + cell_w] = tile
-    return Image.fromarray((canvas.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8))
-
-
 def energy_plot(trace: torch.Tensor) -> Image.Image:
     """Energies ``(K + 1, B)`` along the chains: one thin line per chain, their mean in bold."""
     trace = trace.float().cpu().numpy()
@@ -107,7 +88,7 @@ def chain_animation(frames: list[torch.Tensor]) -> str:
     for old in folder.glob("*.gif"):
         if time.time() - old.stat().st_mtime > ANIMATION_TTL_S:
             old.unlink(missing_ok=True)
-    grids = [image_grid(frame) for frame in frames]
+    grids = [image_grid(frame, gap=2) for frame in frames]
     durations = [120] * (len(grids) - 1) + [1200]
     with tempfile.NamedTemporaryFile(suffix=".gif", prefix="chain_", dir=folder, delete=False) as handle:
         grids[0].save(handle, format="GIF", save_all=True, append_images=grids[1:], duration=durations, loop=0)
@@ -159,7 +140,13 @@ def generate(model: str, num_images: float, steps: float, step_size: float, temp
         f"seed {seed}. Mean energy: VAE {energies[0].mean():.4g} → VAEBM {energies[-1].mean():.4g} "
         f"({time.perf_counter() - start:.1f} s)."
     )
-    return image_grid(vae_images), image_grid(out.images), energy_plot(energies), chain_animation(frames), status
+    return (
+        image_grid(vae_images, gap=2),
+        image_grid(out.images, gap=2),
+        energy_plot(energies),
+        chain_animation(frames),
+        status,
+    )
 
 
 def build_demo(model: str = "") -> gr.Blocks:

@@ -31,8 +31,8 @@ def _convert(args: argparse.Namespace) -> None:
 
 def _sample(args: argparse.Namespace) -> None:
     import torch
-    from diffusers.utils import make_image_grid
 
+    from .figures import image_grid
     from .pipelines import VAEBMPipeline
 
     pipe = VAEBMPipeline.from_pretrained(args.model).to(args.device)
@@ -43,16 +43,11 @@ def _sample(args: argparse.Namespace) -> None:
         temperature=args.temperature,
         potential=args.potential,
         generator=torch.Generator().manual_seed(args.seed),
-        output_type="pil",
+        output_type="pt",
     )
-    images = [im.resize((im.width * args.upscale, im.height * args.upscale), 0) for im in out.images]
-    rows = max(1, int(len(images) ** 0.5))
-    while len(images) % rows:
-        rows -= 1
-    grid = make_image_grid(images, rows=rows, cols=len(images) // rows)
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-    grid.save(args.output)
-    print(f"Wrote {len(images)} samples to {args.output}")
+    image_grid(out.images, scale=args.upscale).save(args.output)
+    print(f"Wrote {len(out.images)} samples to {args.output}")
 
 
 def _push(args: argparse.Namespace) -> None:

@@ -1,73 +1,211 @@
-"""The paper's per-dataset VAEBM settings (stage 2 and sampling), one table for the converter, trainer and docs.
+"""Every named setting of a VAEBM run in one table: the VAE architecture, both training stages and test-time sampling.
 
-Values come from the official README commands (vaebm_reference.md §2-§3). ``digits`` is our CPU-sized default for the
-embedded demo, not a paper setting.
+One :class:`Preset` per dataset, as plain data. ``cifar10``, ``celeba64``, ``lsun_church64`` and ``celebahq256`` are
+the paper's (the official README commands, ``vaebm_reference.md`` §2-§3; stage-1 lengths are NVAE's epochs at its
+batch size on 8 GPUs); ``nvae_mnist`` is NVAE's own MNIST model (VAEBM released no MNIST setting). The others are
+ours, sized for a 2-core CPU, with the evidence for each value in ``docs/results.md``: ``digits`` (the embedded
+demo), ``stacked_digits``, ``mnist``, ``stacked_mnist`` and ``gaussians25``. Image folders and Hub datasets get
+:func:`preset_for_images` (a rule on the image size).
+
+Command-line flags override a preset once, in :func:`resolve` (``vaebm_hub.training.config`` maps flags to fields);
+what a run records in its logs and model card is the resolved preset, :meth:`Preset.to_dict`.
+``in_channels`` / ``sample_size`` (``in_features`` for vectors) always come from the data.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+import dataclasses
+from dataclasses import dataclass
+
+VAE_CLASSES = ("VAEBMVAE", "VAEBMMLPVAE")
+EBM_LAYOUTS_IMAGE = ("cifar32", "celeba64", "lsun64", "celeba256", "mnist", "digits8", "custom")
+MLP_LAYOUT = "mlp"  # the energy MLP for vector data (VAEBMEnergyMLP)
 
 
 @dataclass(frozen=True)
-class VAEBMPreset:
-    """Stage-2 (EBM) training and test-time sampling settings for one dataset."""
+class VAETraining:
+    """Stage 1: the ELBO with NVAE's optimiser (Adamax, lr 1e-2, weight decay 3e-4, eps 1e-3), KL warm-up and
+    balancing. ``lr_warmup_steps=None`` warms up over the first 5% of the steps (:func:`resolve` fills it in)."""
 
-    ebm_layout: str
-    ebm_n_channel: int
-    learning_rate: float
-    batch_size: int
-    spectral_reg_coeff: float  # alpha_s
-    weight_decay: float
-    use_mu_cd: bool
-    use_buffer: bool
-    buffer_size: int
-    max_replay_prob: float
-    replay_anneal_steps: int
-    train_langevin_steps: int
-    train_step_size: float
-    sample_langevin_steps: int
-    sample_step_size: float
     max_train_steps: int
-    nvae_preset: str
+    batch_size: int
+    learning_rate: float = 1e-2
+    weight_decay: float = 3e-4
+    adam_eps: float = 1e-3
+    lr_scheduler: str = "cosine"
+    lr_warmup_steps: int | None = None
+    kl_warmup_fraction: float = 0.3
+    kl_const_coeff: float = 1e-4
+    kl_balance: bool = True
+    likelihood_clamp: bool = False  # True: VAEBM's sampling-time clamp log sigma >= -2 in the training likelihood
+    dynamic_binarization: bool = True  # Bernoulli decoders only
+    readjust_bn_batches: int = 100  # prior-sample batches for the batch-norm statistics; 0 keeps training's
+    spectral_reg_coeff: float = 0.0
+    use_ema: bool = False
+    ema_max_decay: float = 0.9999
+    ema_inv_gamma: float = 1.0
+    ema_power: float = 0.75
+
+
+@dataclass(frozen=True)
+class EBMTraining:
+    """Stage 2: the energy network and its contrastive training with short-run Langevin negatives."""
+
+    layout: str
+    n_channel: int
+    max_train_steps: int
+    batch_size: int
+    learning_rate: float
+    langevin_steps: int
+    langevin_step_size: float
+    weight_decay: float = 3e-5
+    lr_scheduler: str = "constant"
+    lr_warmup_steps: int = 0
+    langevin_noise_scale: float = 1.0
+    pixel_noise: bool = True  # chains move eps_x too (the paper); False: eps_z alone, the EBM sees decoder means
+    metropolis: bool = False
+    potential: str = "exact"
+    sampling_space: str = "eps"  # "x": the paper's ablation, chains in data space
+    use_buffer: bool = False
+    buffer_size: int = 10000
+    max_replay_prob: float = 0.6
+    replay_anneal_steps: int = 5000
+    use_mu_cd: bool = False
+    spectral_reg_coeff: float = 0.2
+    grad_clip: bool = True
+    data_init: bool = True
+    data_init_batches: int = 5
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """Test-time sampling: the saved pipeline's default chain length and step size."""
+
+    num_inference_steps: int
+    step_size: float
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A complete run: ``vae`` holds :class:`VAEBMVAE` (or :class:`VAEBMMLPVAE`) keyword arguments."""
+
+    name: str
+    description: str
+    vae_class: str
+    vae: dict
+    vae_training: VAETraining
+    ebm_training: EBMTraining
+    sampling: Sampling
+    resolution: int | None = None  # built-ins: 32 pads MNIST 28 -> 32, as NVAE does
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return dataclasses.asdict(self)
 
 
-PRESETS: dict[str, VAEBMPreset] = {
-    "cifar10": VAEBMPreset(
-        ebm_layout="cifar32", ebm_n_channel=128, learning_rate=4e-5, batch_size=32, spectral_reg_coeff=0.2,
-        weight_decay=3e-5, use_mu_cd=False, use_buffer=False, buffer_size=10000, max_replay_prob=0.6,
-        replay_anneal_steps=5000, train_langevin_steps=10, train_step_size=8e-5, sample_langevin_steps=16,
-        sample_step_size=8e-5, max_train_steps=30000, nvae_preset="cifar10",
+# ---------------------------------------------------------------------------------------------------- the paper's
+_NVAE_PAPER = dict(num_preprocess_cells=2, num_postprocess_cells=2, num_cell_per_cond_enc=2, num_cell_per_cond_dec=2,
+                   use_se=True, num_latent_per_group=20, num_nf=1)  # fmt: skip
+_NVAE_64 = dict(_NVAE_PAPER, in_channels=3, sample_size=64, num_channels_enc=48, num_channels_dec=48,
+                num_latent_scales=3, num_groups_per_scale=5, num_preprocess_blocks=1,
+                num_postprocess_blocks=1)  # fmt: skip
+
+_PAPER = [
+    Preset(
+        "cifar10", "CIFAR-10 32x32 (paper)", "VAEBMVAE",
+        dict(_NVAE_PAPER, in_channels=3, sample_size=32, num_channels_enc=128, num_channels_dec=128,
+             num_latent_scales=1, num_groups_per_scale=30, num_preprocess_blocks=1, num_postprocess_blocks=1),
+        VAETraining(max_train_steps=78125, batch_size=32),
+        EBMTraining(layout="cifar32", n_channel=128, max_train_steps=30000, batch_size=32, learning_rate=4e-5,
+                    langevin_steps=10, langevin_step_size=8e-5),
+        Sampling(num_inference_steps=16, step_size=8e-5),
     ),
-    "celeba64": VAEBMPreset(
-        ebm_layout="celeba64", ebm_n_channel=64, learning_rate=5e-5, batch_size=32, spectral_reg_coeff=0.2,
-        weight_decay=3e-5, use_mu_cd=True, use_buffer=False, buffer_size=10000, max_replay_prob=0.6,
-        replay_anneal_steps=5000, train_langevin_steps=10, train_step_size=5e-6, sample_langevin_steps=20,
-        sample_step_size=5e-6, max_train_steps=30000, nvae_preset="celeba64",
+    Preset(
+        "celeba64", "CelebA 64x64 (paper)", "VAEBMVAE", dict(_NVAE_64),
+        VAETraining(max_train_steps=31790, batch_size=32),
+        EBMTraining(layout="celeba64", n_channel=64, max_train_steps=30000, batch_size=32, learning_rate=5e-5,
+                    langevin_steps=10, langevin_step_size=5e-6, use_mu_cd=True),
+        Sampling(num_inference_steps=20, step_size=5e-6),
     ),
-    "lsun_church64": VAEBMPreset(
-        ebm_layout="lsun64", ebm_n_channel=64, learning_rate=4e-5, batch_size=32, spectral_reg_coeff=0.2,
-        weight_decay=3e-5, use_mu_cd=True, use_buffer=True, buffer_size=10000, max_replay_prob=0.6,
-        replay_anneal_steps=5000, train_langevin_steps=10, train_step_size=4e-6, sample_langevin_steps=20,
-        sample_step_size=4e-6, max_train_steps=30000, nvae_preset="lsun_church64",
+    Preset(
+        "lsun_church64", "LSUN Church 64x64 (paper)", "VAEBMVAE", dict(_NVAE_64),
+        VAETraining(max_train_steps=29584, batch_size=32),
+        EBMTraining(layout="lsun64", n_channel=64, max_train_steps=30000, batch_size=32, learning_rate=4e-5,
+                    langevin_steps=10, langevin_step_size=4e-6, use_mu_cd=True, use_buffer=True),
+        Sampling(num_inference_steps=20, step_size=4e-6),
     ),
-    "celebahq256": VAEBMPreset(
-        ebm_layout="celeba256", ebm_n_channel=64, learning_rate=4e-5, batch_size=16, spectral_reg_coeff=0.3,
-        weight_decay=3e-5, use_mu_cd=True, use_buffer=True, buffer_size=2000, max_replay_prob=0.6,
-        replay_anneal_steps=3000, train_langevin_steps=6, train_step_size=3e-6, sample_langevin_steps=24,
-        sample_step_size=3e-6, max_train_steps=9000, nvae_preset="celebahq256",
+    Preset(
+        "celebahq256", "CelebA-HQ 256x256 (paper)", "VAEBMVAE",
+        dict(_NVAE_PAPER, in_channels=3, sample_size=256, num_channels_enc=32, num_channels_dec=32,
+             num_latent_scales=5, num_groups_per_scale=4, num_preprocess_blocks=1, num_postprocess_blocks=1,
+             num_nf=2, num_x_bits=5),
+        VAETraining(max_train_steps=84375, batch_size=8, learning_rate=6e-3),
+        EBMTraining(layout="celeba256", n_channel=64, max_train_steps=9000, batch_size=16, learning_rate=4e-5,
+                    langevin_steps=6, langevin_step_size=3e-6, use_mu_cd=True, use_buffer=True, buffer_size=2000,
+                    replay_anneal_steps=3000, spectral_reg_coeff=0.3),
+        Sampling(num_inference_steps=24, step_size=3e-6),
     ),
-    # Ours: CPU scale, 8x8 digits. Larger steps because the model and the noise space are tiny.
-    "digits": VAEBMPreset(
-        ebm_layout="digits8", ebm_n_channel=32, learning_rate=1e-4, batch_size=64, spectral_reg_coeff=0.2,
-        weight_decay=3e-5, use_mu_cd=False, use_buffer=True, buffer_size=10000, max_replay_prob=0.6,
-        replay_anneal_steps=500, train_langevin_steps=10, train_step_size=5e-3, sample_langevin_steps=30,
-        sample_step_size=5e-3, max_train_steps=1000, nvae_preset="digits",
+    Preset(
+        "nvae_mnist", "MNIST padded to 32x32, NVAE's own model (VAEBM released no MNIST setting)", "VAEBMVAE",
+        dict(in_channels=1, sample_size=32, num_channels_enc=32, num_channels_dec=32, num_latent_scales=2,
+             num_groups_per_scale=5, num_latent_per_group=20, num_preprocess_blocks=2, num_postprocess_blocks=2,
+             num_preprocess_cells=3, num_postprocess_cells=3, decoder_distribution="bernoulli", use_se=True,
+             ada_groups=True),
+        VAETraining(max_train_steps=93750, batch_size=200),
+        EBMTraining(layout="mnist", n_channel=64, max_train_steps=30000, batch_size=32, learning_rate=4e-5,
+                    langevin_steps=10, langevin_step_size=8e-5),
+        Sampling(num_inference_steps=16, step_size=8e-5),
+        resolution=32,
     ),
-}  # fmt: skip
+]  # fmt: skip
+
+# ---------------------------------------------------------------------------------------------------- ours (CPU)
+_DIGITS_EBM = EBMTraining(
+    layout="digits8", n_channel=32, max_train_steps=1000, batch_size=64, learning_rate=1e-4, langevin_steps=10,
+    langevin_step_size=5e-3, use_buffer=True, replay_anneal_steps=500,
+)  # fmt: skip
+_SMALL_NVAE_2_SCALES = dict(num_latent_scales=2, num_groups_per_scale=2, num_latent_per_group=4)
+
+_OURS = [
+    Preset(
+        "digits", "scikit-learn's 8x8 digits, the embedded demo (CPU scale)", "VAEBMVAE",
+        dict(in_channels=1, sample_size=8),
+        VAETraining(max_train_steps=1500, batch_size=64), _DIGITS_EBM,
+        Sampling(num_inference_steps=30, step_size=5e-3),
+    ),
+    Preset(
+        "stacked_digits", "three 8x8 digits as RGB, 1000 modes (CPU scale)", "VAEBMVAE",
+        dict(in_channels=3, sample_size=8),
+        VAETraining(max_train_steps=1500, batch_size=64), _DIGITS_EBM,
+        Sampling(num_inference_steps=30, step_size=5e-3),
+    ),
+    Preset(
+        "mnist", "MNIST 28x28 (CPU scale)", "VAEBMVAE", dict(_SMALL_NVAE_2_SCALES),
+        VAETraining(max_train_steps=3000, batch_size=64),
+        dataclasses.replace(_DIGITS_EBM, layout="mnist", n_channel=16),
+        Sampling(num_inference_steps=30, step_size=5e-3),
+    ),
+    Preset(
+        "stacked_mnist", "three MNIST digits as RGB, 1000 modes (CPU scale)", "VAEBMVAE", dict(_SMALL_NVAE_2_SCALES),
+        VAETraining(max_train_steps=3000, batch_size=64),
+        dataclasses.replace(_DIGITS_EBM, layout="mnist", n_channel=16),
+        Sampling(num_inference_steps=30, step_size=5e-3),
+    ),
+    Preset(
+        "gaussians25", "the 2-D 25-Gaussians toy (MLP VAE and energy)", "VAEBMMLPVAE",
+        dict(latent_dim=2, hidden_dim=128, num_layers=2),
+        # NVAE's Adamax lr 1e-2 diverges on the MLP VAE (2e-3 trains; 3k steps cover 5 of 25 modes, 10k steps 23).
+        VAETraining(max_train_steps=10000, batch_size=256, learning_rate=2e-3),
+        # The EBM at lr 1e-3 diverged and at 1e-4 barely moved (docs/results.md, claim 5).
+        dataclasses.replace(
+            _DIGITS_EBM, layout=MLP_LAYOUT, n_channel=128, learning_rate=3e-4, batch_size=256, spectral_reg_coeff=0.0,
+            langevin_step_size=3e-2, use_mu_cd=True, max_train_steps=500,
+        ),
+        Sampling(num_inference_steps=30, step_size=3e-2),
+    ),
+]  # fmt: skip
+
+PRESETS: dict[str, Preset] = {p.name: p for p in _PAPER + _OURS}
+PAPER_PRESETS = tuple(p.name for p in _PAPER)
 
 # NVAE ``args.dataset`` names -> our preset names.
 NVAE_DATASET_TO_PRESET = {
@@ -75,12 +213,87 @@ NVAE_DATASET_TO_PRESET = {
     "celeba_64": "celeba64",
     "lsun_church_64": "lsun_church64",
     "celeba_256": "celebahq256",
+    "mnist": "nvae_mnist",
 }
 
 
-def get_preset(name: str) -> VAEBMPreset:
-    """Look up a preset by our name or by the NVAE dataset name; unknown names raise a ``ValueError``."""
+def get_preset(name: str) -> Preset:
+    """A preset by our name or by the NVAE dataset name; unknown names raise a ``ValueError`` listing the choices."""
     key = NVAE_DATASET_TO_PRESET.get(name, name)
     if key not in PRESETS:
         raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
     return PRESETS[key]
+
+
+def ebm_layout_for_size(sample_size: int) -> str:
+    """The paper's energy-network layout for square images of ``sample_size`` (every layout ends at 4x4 or less)."""
+    if sample_size <= 8:
+        return "digits8"
+    if sample_size < 32:
+        return "mnist"
+    if sample_size < 64:
+        return "cifar32"
+    return "celeba64" if sample_size < 256 else "celeba256"
+
+
+def preset_for_images(sample_shape: tuple[int, ...]) -> Preset:
+    """The rule for image data without a preset of its own (image folders, Hub datasets): the ``mnist`` preset's
+    training, with the energy layout for the image size and one latent scale below 16x16."""
+    size = sample_shape[-1]
+    base = PRESETS["mnist"]
+    return dataclasses.replace(
+        base,
+        name=f"images{size}",
+        description=f"{sample_shape[0]}x{size}x{size} images (rule: preset_for_images)",
+        vae=dict(_SMALL_NVAE_2_SCALES) if size >= 16 else {},
+        ebm_training=dataclasses.replace(base.ebm_training, layout=ebm_layout_for_size(size)),
+        resolution=None,
+    )
+
+
+def resolve(
+    preset: Preset,
+    *,
+    vae: dict | None = None,
+    vae_training: dict | None = None,
+    ebm_training: dict | None = None,
+    sampling: dict | None = None,
+) -> Preset:
+    """``preset`` with field overrides (``None`` values are ignored), checked by :func:`check_preset`; unknown field
+    names raise a ``ValueError``."""
+
+    def merged(section, values: dict | None):
+        values = {k: v for k, v in (values or {}).items() if v is not None}
+        names = {f.name for f in dataclasses.fields(section)}
+        unknown = sorted(set(values) - names)
+        if unknown:
+            raise ValueError(f"unknown {type(section).__name__} settings {unknown}; known: {sorted(names)}")
+        return dataclasses.replace(section, **values)
+
+    stage1 = merged(preset.vae_training, vae_training)
+    if stage1.lr_warmup_steps is None:
+        stage1 = dataclasses.replace(stage1, lr_warmup_steps=stage1.max_train_steps // 20)
+    resolved = dataclasses.replace(
+        preset,
+        vae={**preset.vae, **(vae or {})},
+        vae_training=stage1,
+        ebm_training=merged(preset.ebm_training, ebm_training),
+        sampling=merged(preset.sampling, sampling),
+    )
+    check_preset(resolved)
+    return resolved
+
+
+def check_preset(preset: Preset) -> None:
+    """Settings that cannot train, each a ``ValueError`` naming the setting and the allowed range."""
+    s1, s2 = preset.vae_training, preset.ebm_training
+    if not 0 <= s1.kl_warmup_fraction <= 1:
+        raise ValueError(f"kl_warmup_fraction (--kl_warmup_fraction) must be in [0, 1], got {s1.kl_warmup_fraction}.")
+    if s2.langevin_steps < 1 or not s2.langevin_step_size > 0:
+        raise ValueError("--langevin_steps must be >= 1 and --langevin_step_size > 0.")
+    if s2.sampling_space not in ("eps", "x"):
+        raise ValueError(f"sampling_space must be 'eps' or 'x', got {s2.sampling_space!r}.")
+    if s2.sampling_space == "x" and s2.use_buffer:
+        raise ValueError("--use_buffer replays noise-space chains; drop it with --sampling_space x.")
+    if not 0 <= s2.max_replay_prob <= 1:
+        raise ValueError(f"--max_replay_prob must be in [0, 1], got {s2.max_replay_prob}.")

@@ -5,18 +5,14 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import torch
-
-from ..models import VAEBMVAE, VAEBMEnergyModel
+from ..models import VAEBMVAE, VAEBMEnergyModel, zero_energy_
 from ..pipelines import VAEBMPipeline
-from ..presets import NVAE_DATASET_TO_PRESET, get_preset
+from ..presets import NVAE_DATASET_TO_PRESET, ebm_layout_for_size, get_preset
 from ..schedulers import LangevinScheduler
 from .ebm import load_official_ebm
 from .loading import load_official_checkpoint
 from .nvae import vae_from_checkpoint
 
-# An energy network that fits each image size, for pipelines without a trained EBM yet.
-LAYOUT_FOR_SIZE = {8: "digits8", 32: "cifar32", 64: "celeba64", 256: "celeba256"}
 NVIDIA_LICENSE_NOTE = (
     "Converted from NVIDIA's official NVAE/VAEBM checkpoints, which are covered by the NVIDIA Source Code License "
     "(non-commercial: research and evaluation only). vaebm_hub's converter reads the files you supply and never "
@@ -28,14 +24,10 @@ def zero_energy_model(vae: VAEBMVAE, layout: str | None = None, n_channel: int =
     """An energy network whose output layer is zero, so ``E(x) = 0``: with the exact potential the pipeline then
     samples the VAE itself, until a trained EBM replaces it (``--stage ebm``)."""
     channels, size, _ = vae.data_shape
-    layout = layout or LAYOUT_FOR_SIZE.get(size)
-    if layout is None:
-        raise ValueError(f"no default energy-network layout for {size}x{size} images; pass an EBM checkpoint")
-    ebm = VAEBMEnergyModel(in_channels=channels, sample_size=size, layout=layout, n_channel=n_channel)
-    with torch.no_grad():
-        ebm.linear.weight.zero_()
-        ebm.linear.bias.zero_()
-    return ebm.eval()
+    layout = layout or ebm_layout_for_size(size)
+    return zero_energy_(
+        VAEBMEnergyModel(in_channels=channels, sample_size=size, layout=layout, n_channel=n_channel)
+    ).eval()
 
 
 def build_pipeline(
@@ -53,14 +45,14 @@ def build_pipeline(
     """
     preset = get_preset(dataset) if dataset else None
     scheduler = (
-        LangevinScheduler(num_train_timesteps=preset.sample_langevin_steps, step_size=preset.sample_step_size)
+        LangevinScheduler(num_train_timesteps=preset.sampling.num_inference_steps, step_size=preset.sampling.step_size)
         if preset
         else LangevinScheduler()
     )
     if potential is None:
         potential = "exact" if ebm is None else "official"
     if ebm is None:
-        ebm = zero_energy_model(vae, preset.ebm_layout if preset else None)
+        ebm = zero_energy_model(vae, preset.ebm_training.layout if preset else None)
     if tuple(vae.data_shape) != (ebm.config.in_channels, ebm.config.sample_size, ebm.config.sample_size):
         raise ValueError(
             f"the VAE models images of shape {vae.data_shape} but the energy network expects "

@@ -16,19 +16,12 @@ from .inception import InceptionFID, inception_fid
 from .kernel import kernel_distance
 from .modes import gaussian_mixture_metrics, mixture_log_density, stack_digits, stacked_mode_count
 from .ood import OOD_SETS, auroc, constant_images, interpolated, inverted, make_ood_set, pixel_shuffled, uniform_noise
+from .ood_scores import SCORE_NAMES, ood_auroc, ood_scores
+from .plots import write_energy_histogram, write_sample_grid
 from .precision_recall import precision_recall
-from .report import (
-    SCORE_NAMES,
-    dataset_classifier,
-    evaluate_pipeline,
-    format_report,
-    ood_auroc,
-    ood_scores,
-    sample_images,
-    sample_quality,
-    write_energy_histogram,
-    write_sample_grid,
-)
+from .quality import dataset_classifier, sample_quality
+from .report import evaluate_pipeline, format_report
+from .sampling import sample_images
 
 __all__ = [
     "CLASSIFIER_PRESETS",

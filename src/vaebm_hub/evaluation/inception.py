@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .report import channels_first
+from .inputs import channels_first
 
 INCEPTION_FEATURES = 2048
 INSTALL_HINT = (

@@ -26,6 +26,7 @@ from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.utils import BaseOutput
 from torch import nn
 
+from ..presets import PRESETS
 from .distributions import (
     BernoulliImageDecoder,
     GaussianImageDecoder,
@@ -40,39 +41,8 @@ from .vae_mixin import VAEBMVAEMixin
 
 DECODER_DISTRIBUTIONS = ("normal", "bernoulli", "discretized_logistic_mixture")
 
-# The paper's NVAE configurations (vaebm_reference.md §3), as keyword overrides of the defaults.
-VAE_PRESETS: dict[str, dict] = {
-    "digits": {},
-    "mnist": dict(
-        in_channels=1, sample_size=32, num_channels_enc=32, num_channels_dec=32, num_latent_scales=2,
-        num_groups_per_scale=5, num_latent_per_group=20, num_preprocess_blocks=2, num_postprocess_blocks=2,
-        num_preprocess_cells=3, num_postprocess_cells=3, decoder_distribution="bernoulli", use_se=True,
-    ),
-    "cifar10": dict(
-        in_channels=3, sample_size=32, num_channels_enc=128, num_channels_dec=128, num_latent_scales=1,
-        num_groups_per_scale=30, num_latent_per_group=20, num_preprocess_blocks=1, num_postprocess_blocks=1,
-        num_preprocess_cells=2, num_postprocess_cells=2, num_cell_per_cond_enc=2, num_cell_per_cond_dec=2,
-        num_nf=1, use_se=True,
-    ),
-    "celeba64": dict(
-        in_channels=3, sample_size=64, num_channels_enc=48, num_channels_dec=48, num_latent_scales=3,
-        num_groups_per_scale=5, num_latent_per_group=20, num_preprocess_blocks=1, num_postprocess_blocks=1,
-        num_preprocess_cells=2, num_postprocess_cells=2, num_cell_per_cond_enc=2, num_cell_per_cond_dec=2,
-        num_nf=1, use_se=True,
-    ),
-    "lsun_church64": dict(
-        in_channels=3, sample_size=64, num_channels_enc=48, num_channels_dec=48, num_latent_scales=3,
-        num_groups_per_scale=5, num_latent_per_group=20, num_preprocess_blocks=1, num_postprocess_blocks=1,
-        num_preprocess_cells=2, num_postprocess_cells=2, num_cell_per_cond_enc=2, num_cell_per_cond_dec=2,
-        num_nf=1, use_se=True,
-    ),
-    "celebahq256": dict(
-        in_channels=3, sample_size=256, num_channels_enc=32, num_channels_dec=32, num_latent_scales=5,
-        num_groups_per_scale=4, num_latent_per_group=20, num_preprocess_blocks=1, num_postprocess_blocks=1,
-        num_preprocess_cells=2, num_postprocess_cells=2, num_cell_per_cond_enc=2, num_cell_per_cond_dec=2,
-        num_nf=2, num_x_bits=5, use_se=True,
-    ),
-}  # fmt: skip
+# The VAE architecture of every preset (vaebm_hub.presets: the paper's NVAEs and our CPU-sized ones).
+VAE_PRESETS: dict[str, dict] = {name: dict(p.vae) for name, p in PRESETS.items() if p.vae_class == "VAEBMVAE"}
 
 
 def groups_per_scale(num_scales: int, num_groups: int, adaptive: bool, minimum: int) -> list[int]:

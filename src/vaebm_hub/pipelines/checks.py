@@ -3,11 +3,15 @@ that names the file and the problem (diffusers' own errors are terse, or fall ba
 
 from __future__ import annotations
 
+import importlib
 import json
 from pathlib import Path
 
 import torch
+from diffusers import SchedulerMixin
 from safetensors import safe_open
+
+from ..constants import LIBRARY_NAME
 
 WEIGHTS_NAME = "diffusion_pytorch_model"
 
@@ -91,9 +95,9 @@ def check_weights_match_config(model_class, folder: Path, variant: str | None = 
 
 
 def verify_saved_pipeline(root: str | Path, variant: str | None = None) -> None:
-    """Check every component of a saved VAEBM pipeline before diffusers loads it."""
-    import vaebm_hub
-
+    """Check every component of a saved VAEBM pipeline before diffusers loads it. Component classes are resolved by
+    library name at call time, as diffusers' loader does."""
+    package = importlib.import_module(LIBRARY_NAME)
     root = Path(root)
     index = _read_json(root / "model_index.json")
     for name, entry in index.items():
@@ -102,10 +106,10 @@ def verify_saved_pipeline(root: str | Path, variant: str | None = None) -> None:
         folder = root / name
         if not folder.is_dir():
             raise ValueError(f"{root / 'model_index.json'} names a component {name!r} but {folder} does not exist.")
-        cls = getattr(vaebm_hub, entry[1], None)
-        if cls is None or entry[0] != "vaebm_hub":
+        cls = getattr(package, entry[1], None)
+        if cls is None or entry[0] != LIBRARY_NAME:
             continue  # a component from another library: diffusers checks it
-        if issubclass(cls, vaebm_hub.SchedulerMixin):
+        if issubclass(cls, SchedulerMixin):
             _read_json(folder / "scheduler_config.json")
         else:
             check_weights_match_config(cls, folder, variant)

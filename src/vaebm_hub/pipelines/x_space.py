@@ -85,7 +85,7 @@ def sample_x_space(
 
 class XSpaceSampler:
     """Sample the x-space EBM with a :class:`VAEBMPipeline`'s call signature, so pipeline tools (e.g.
-    :func:`vaebm_hub.evaluation.report.sample_images`) drive it unchanged.
+    :func:`vaebm_hub.evaluation.sample_images`) drive it unchanged.
 
     The initial noise is drawn exactly as the pipeline draws it (``vae.sample_noise(batch_size, generator=...)``), so
     with the same generator both samplers start from identical VAE samples. ``output_type`` is ``"np"`` (``(B, H, W,

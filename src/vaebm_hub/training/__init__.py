@@ -10,7 +10,7 @@ from .divergence import DivergenceGuard, TrainingDivergedError
 from .grad_clip import clip_grad_igebm_
 from .hub_upload import push_trained_pipeline, write_model_card
 from .replay_buffer import ReplayBuffer, replay_probability
-from .run import execute, main, plan_run
+from .run import execute, main, plan_run, run, train
 
 __all__ = [
     "DivergenceGuard",
@@ -25,5 +25,7 @@ __all__ = [
     "plan_run",
     "push_trained_pipeline",
     "replay_probability",
+    "run",
+    "train",
     "write_model_card",
 ]

@@ -12,7 +12,6 @@ import json
 import os
 import re
 import shutil
-import signal
 from collections.abc import Callable
 from pathlib import Path
 
@@ -20,8 +19,6 @@ CHECKPOINT_PREFIX = "checkpoint-"
 TMP_PREFIX = ".tmp-"
 TRASH_PREFIX = ".trash-"
 STATE_FILE = "training_state.json"
-# Test-only fault injection: the process SIGKILLs itself after writing this checkpoint's files, before the commit.
-KILL_BEFORE_COMMIT_ENV = "VAEBM_HUB_TEST_KILL_BEFORE_COMMIT"
 
 
 def checkpoint_dir(output_dir: str | os.PathLike, global_step: int) -> Path:
@@ -110,8 +107,6 @@ def write_atomically(
     barrier()
     if is_main_process:
         (tmp / STATE_FILE).write_text(json.dumps(state, indent=2))
-        if os.environ.get(KILL_BEFORE_COMMIT_ENV) == final.name:
-            os.kill(os.getpid(), signal.SIGKILL)
         commit_directory(tmp, final)
     barrier()
 

@@ -1,5 +1,5 @@
-"""Build or load what a run trains: the dataset, the VAE and the energy network, with every check on the user's
-input done here, before any training starts."""
+"""Build or load what a run trains: the dataset, the VAE and the energy network, each from explicit values, with every
+check on the user's input done before any training starts."""
 
 from __future__ import annotations
 
@@ -12,33 +12,41 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from ..data import build_train_dataset, validate_against
-from ..models import VAE_PRESETS, VAEBMMLPVAE, VAEBMVAE, VAEBMEnergyMLP, VAEBMEnergyModel
+from ..models import VAEBMMLPVAE, VAEBMVAE, VAEBMEnergyMLP, VAEBMEnergyModel
 from ..pipelines import VAEBMPipeline
-from ..presets import get_preset
+from ..presets import MLP_LAYOUT, EBMTraining, Preset, Sampling
 from ..schedulers import LangevinScheduler
-from .config import TrainingConfig
-from .defaults import MLP_LAYOUT, DatasetDefaults
-from .settings import EBMSettings
 
 VAE_CLASSES = {"VAEBMVAE": VAEBMVAE, "VAEBMMLPVAE": VAEBMMLPVAE}
 
 
-def load_training_data(config: TrainingConfig) -> Dataset:
+def load_training_data(
+    dataset_name: str | None,
+    train_data_dir: str | None,
+    *,
+    resolution: int | None = None,
+    channels: int | None = None,
+    center_crop: bool = False,
+    random_flip: bool = False,
+    dataset_config_name: str | None = None,
+    cache_dir: str | None = None,
+    seed: int = 0,
+) -> Dataset:
     """The training set for the data flags. Flips are applied by the batch stream (so resumes are exact); the
     dataset itself is built without them."""
     dataset = build_train_dataset(
-        config.dataset_name,
-        config.train_data_dir,
-        resolution=config.resolution,
-        channels=config.channels,
-        center_crop=config.center_crop,
+        dataset_name,
+        train_data_dir,
+        resolution=resolution,
+        channels=channels,
+        center_crop=center_crop,
         random_flip=False,
-        dataset_config_name=config.dataset_config_name,
-        cache_dir=config.cache_dir,
-        seed=config.seed,
+        dataset_config_name=dataset_config_name,
+        cache_dir=cache_dir,
+        seed=seed,
     )
-    if config.random_flip and len(dataset.sample_shape) != 3:
-        raise ValueError(f"--random_flip mirrors images; {config.dataset_name!r} yields vectors. Drop --random_flip.")
+    if random_flip and len(dataset.sample_shape) != 3:
+        raise ValueError(f"--random_flip mirrors images; {dataset_name!r} yields vectors. Drop --random_flip.")
     return dataset
 
 
@@ -53,32 +61,22 @@ def _seeded(seed: int, build):
         return build()
 
 
-def new_vae(config: TrainingConfig, defaults: DatasetDefaults, sample_shape: tuple[int, ...]) -> nn.Module:
-    """An untrained VAE from ``--vae_config`` (JSON), ``--vae_preset``, the ``--preset``'s NVAE or the dataset."""
-    if config.vae_config is not None:
-        path = Path(config.vae_config)
-        if not path.is_file():
-            raise ValueError(f"--vae_config {config.vae_config!r} is not a file; pass a JSON file of config values.")
-        values = json.loads(path.read_text())
-        cls = VAE_CLASSES.get(values.get("_class_name", "VAEBMVAE"))
-        if cls is None:
-            raise ValueError(f"--vae_config names an unknown class {values['_class_name']!r}; use {list(VAE_CLASSES)}")
-        kwargs = {k: v for k, v in values.items() if not k.startswith("_")}
+def new_vae(preset: Preset, sample_shape: tuple[int, ...], seed: int, sizes_from_data: bool = True) -> nn.Module:
+    """An untrained VAE of the preset's class and architecture. With ``sizes_from_data`` its input size
+    (``in_channels``/``sample_size``, or ``in_features``) is that of ``sample_shape``; otherwise the architecture is
+    taken as given (``--vae_preset``/``--vae_config``) and a mismatch with the data is reported before training."""
+    cls = VAE_CLASSES[preset.vae_class]
+    if cls is VAEBMMLPVAE:
+        if not is_vector_data(sample_shape):
+            raise ValueError(f"the {preset.name!r} preset's MLP VAE models vectors, but the data are {sample_shape}")
+        sizes = {"in_features": sample_shape[0]}
     else:
-        name = config.vae_preset
-        if name is None and config.preset is not None:
-            name = get_preset(config.preset).nvae_preset or None
-        if name is not None:
-            if name not in VAE_PRESETS:
-                raise ValueError(f"unknown --vae_preset {name!r}; choose one of {sorted(VAE_PRESETS)}")
-            cls, kwargs = VAEBMVAE, dict(VAE_PRESETS[name])
-        elif defaults.vae_class == "mlp":
-            cls, kwargs = VAEBMMLPVAE, {**defaults.vae_kwargs, "in_features": sample_shape[0]}
-        else:
-            cls = VAEBMVAE
-            kwargs = {**defaults.vae_kwargs, "in_channels": sample_shape[0], "sample_size": sample_shape[-1]}
+        if is_vector_data(sample_shape):
+            raise ValueError(f"the {preset.name!r} preset's NVAE models images, but the data are {sample_shape}")
+        sizes = {"in_channels": sample_shape[0], "sample_size": sample_shape[-1]}
+    kwargs = {**preset.vae, **sizes} if sizes_from_data else {**sizes, **preset.vae}
     try:
-        return _seeded(config.seed, lambda: cls(**kwargs))
+        return _seeded(seed, lambda: cls(**kwargs))
     except TypeError as error:
         raise ValueError(f"invalid VAE config values for {cls.__name__}: {error}") from error
 
@@ -110,33 +108,27 @@ def check_vae_fits_data(vae: nn.Module, dataset: Dataset) -> None:
         validate_against(dataset, vae.config.in_channels, vae.config.sample_size)
 
 
-def new_ebm(settings: EBMSettings, sample_shape: tuple[int, ...], seed: int, zero_output: bool = False) -> nn.Module:
-    """An untrained energy network for samples of ``sample_shape``; ``zero_output`` zeroes its last layer so that
-    ``E == 0`` (the placeholder a VAE-only pipeline ships with: sampling it gives the VAE's own samples)."""
+def new_ebm(settings: EBMTraining, sample_shape: tuple[int, ...], seed: int) -> nn.Module:
+    """An untrained energy network of the stage-2 ``settings`` for samples of ``sample_shape``."""
     if is_vector_data(sample_shape):
         if settings.layout != MLP_LAYOUT:
             raise ValueError(f"vector data needs --ebm_layout {MLP_LAYOUT} (got {settings.layout!r})")
-        ebm = _seeded(seed, lambda: VAEBMEnergyMLP(in_features=sample_shape[0], hidden_dim=settings.n_channel))
-    else:
-        ebm = _seeded(
-            seed,
-            lambda: VAEBMEnergyModel(
-                in_channels=sample_shape[0], sample_size=sample_shape[-1], layout=settings.layout,
-                n_channel=settings.n_channel,
-            ),
-        )  # fmt: skip
-    if zero_output:
-        with torch.no_grad():
-            ebm.linear.weight.zero_()
-            ebm.linear.bias.zero_()
-    return ebm
+        return _seeded(seed, lambda: VAEBMEnergyMLP(in_features=sample_shape[0], hidden_dim=settings.n_channel))
+    return _seeded(
+        seed,
+        lambda: VAEBMEnergyModel(
+            in_channels=sample_shape[0], sample_size=sample_shape[-1], layout=settings.layout,
+            n_channel=settings.n_channel,
+        ),
+    )  # fmt: skip
 
 
-def make_pipeline(vae: nn.Module, ebm: nn.Module, settings: EBMSettings) -> VAEBMPipeline:
-    """The pipeline a run saves: its scheduler samples with the stage-2 test-time chain length and step size."""
+def make_pipeline(vae: nn.Module, ebm: nn.Module, settings: EBMTraining, sampling: Sampling) -> VAEBMPipeline:
+    """The pipeline a run saves: its scheduler samples with the preset's test-time chain length and step size, and
+    the stage-2 chains' noise scale, MALA setting, potential and pixel-noise choice."""
     scheduler = LangevinScheduler(
-        num_train_timesteps=settings.sample_langevin_steps,
-        step_size=settings.sample_step_size,
+        num_train_timesteps=sampling.num_inference_steps,
+        step_size=sampling.step_size,
         noise_scale=settings.langevin_noise_scale,
         metropolis=settings.metropolis,
     )

@@ -1,15 +1,23 @@
-"""Command-line flags of ``accelerate launch examples/train.py`` and the dataclass they parse into.
+"""The command line of ``accelerate launch examples/train.py``: flags, the dataclass they parse into, and the one place
+where flags override a preset (:func:`resolve_preset`).
 
-Flag names follow diffusers' ``train_unconditional.py`` where they apply. Stage settings left at ``None`` are filled
-in by :mod:`vaebm_hub.training.settings` from, in order: the stage-prefixed flag (``--vae_*`` / ``--ebm_*``), the
-shared flag, the ``--preset`` (the paper's stage-2 settings), and the dataset's CPU-scale defaults.
+Flag names follow diffusers' ``train_unconditional.py`` where they apply. Every flag that a preset defines defaults to
+``None`` (= the preset's value, :mod:`vaebm_hub.presets`); the preset is ``--preset`` or the dataset's own (the
+built-ins are preset names), else :func:`~vaebm_hub.presets.preset_for_images`. Shared flags (``--learning_rate``,
+``--max_train_steps``, ``--train_batch_size``, ``--lr_scheduler``, ``--lr_warmup_steps``, ``--adam_weight_decay``)
+set both stages; the stage-prefixed ones win over them. Nothing past :func:`resolve_preset` reads the flags.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
+from pathlib import Path
+
+from ..presets import PRESETS, VAE_CLASSES, Preset, get_preset, preset_for_images, resolve
 
 STAGES = ("vae", "ebm", "all")
 SAMPLING_SPACES = ("eps", "x")
@@ -31,6 +39,7 @@ class TrainingConfig:
     output_dir: str = "vaebm-model"
     overwrite_output_dir: bool = False
     seed: int = 0
+    preset: str | None = None
     # optimisation (shared by both stages unless a stage-prefixed flag is given)
     train_batch_size: int | None = None
     max_train_steps: int | None = None
@@ -45,10 +54,10 @@ class TrainingConfig:
     gradient_accumulation_steps: int = 1
     mixed_precision: str = "no"
     channels_last: bool | None = None
-    use_ema: bool = False
-    ema_max_decay: float = 0.9999
-    ema_inv_gamma: float = 1.0
-    ema_power: float = 0.75
+    use_ema: bool | None = None
+    ema_max_decay: float | None = None
+    ema_inv_gamma: float | None = None
+    ema_power: float | None = None
     # checkpoints, logs, samples
     checkpointing_steps: int = 500
     checkpoints_total_limit: int | None = None
@@ -61,27 +70,26 @@ class TrainingConfig:
     vae_name_or_path: str | None = None
     vae_preset: str | None = None
     vae_config: str | None = None
-    kl_warmup_fraction: float = 0.3
-    kl_const_coeff: float = 1e-4
+    kl_warmup_fraction: float | None = None
+    kl_const_coeff: float | None = None
     no_kl_balance: bool = False
     vae_likelihood_clamp: bool = False
     no_readjust_bn: bool = False
     no_dynamic_binarization: bool = False
-    readjust_bn_batches: int = 100
-    vae_spectral_reg_coeff: float = 0.0
+    readjust_bn_batches: int | None = None
+    vae_spectral_reg_coeff: float | None = None
     # stage 2 (EBM)
-    preset: str | None = None
     ebm_layout: str | None = None
     ebm_n_channel: int | None = None
     langevin_steps: int | None = None
     langevin_step_size: float | None = None
-    langevin_noise_scale: float = 1.0
+    langevin_noise_scale: float | None = None
+    langevin_metropolis: bool | None = None
     langevin_pixel_noise: bool | None = None
-    langevin_metropolis: bool = False
     sample_langevin_steps: int | None = None
     sample_step_size: float | None = None
-    potential: str = "exact"
-    sampling_space: str = "eps"
+    potential: str | None = None
+    sampling_space: str | None = None
     use_buffer: bool | None = None
     buffer_size: int | None = None
     max_replay_prob: float | None = None
@@ -90,7 +98,7 @@ class TrainingConfig:
     spectral_reg_coeff: float | None = None
     no_grad_clip: bool = False
     no_data_init: bool = False
-    data_init_batches: int = 5
+    data_init_batches: int | None = None
     # divergence guard
     divergence_max_retries: int = 3
     divergence_lr_factor: float = 0.5
@@ -106,7 +114,8 @@ class TrainingConfig:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="accelerate launch examples/train.py",
-        description="Train VAEBM: stage 1 the VAE (NVAE), stage 2 the energy network on the frozen VAE.",
+        description="Train VAEBM: stage 1 the VAE (NVAE), stage 2 the energy network on the frozen VAE. Unset "
+        "flags take the values of the --preset (default: the dataset's own; see vaebm_hub.presets).",
     )
     d = TrainingConfig()
     g = p.add_argument_group("run")
@@ -114,6 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--output_dir", default=d.output_dir, help="Ends holding the pipeline; checkpoints/logs inside.")
     g.add_argument("--overwrite_output_dir", action="store_true", help="Delete a previous run's files there first.")
     g.add_argument("--seed", type=int, default=d.seed)
+    g.add_argument("--preset", help=f"Settings of both stages and sampling: one of {', '.join(PRESETS)}.")
     g.add_argument("--local_rank", type=int, default=d.local_rank, help=argparse.SUPPRESS)
 
     g = p.add_argument_group("data")
@@ -121,7 +131,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--dataset_config_name")
     g.add_argument("--train_data_dir", help="A folder of images (loaded as a datasets imagefolder).")
     g.add_argument("--cache_dir")
-    g.add_argument("--resolution", type=int, help="Resize + crop images to this size (default: keep their size).")
+    g.add_argument(
+        "--resolution", type=int, help="Resize + crop images to this size (default: the preset's, else keep it)."
+    )
     g.add_argument("--channels", type=int, choices=(1, 3), help="Convert images to grey (1) or RGB (3).")
     g.add_argument("--center_crop", action="store_true")
     g.add_argument("--random_flip", action="store_true")
@@ -143,10 +155,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="Run the convolutions in channels-last layout (default: on when training on the CPU, where it makes "
         "a stage-1 step about 1.7x and a Langevin step 1.2-1.5x faster; saved weights are unaffected).",
     )
-    g.add_argument("--use_ema", action="store_true", help="Keep an EMA of the VAE weights (stage 1).")
-    g.add_argument("--ema_max_decay", type=float, default=d.ema_max_decay)
-    g.add_argument("--ema_inv_gamma", type=float, default=d.ema_inv_gamma)
-    g.add_argument("--ema_power", type=float, default=d.ema_power)
+    g.add_argument("--use_ema", action=argparse.BooleanOptionalAction, help="Keep an EMA of the VAE weights.")
+    g.add_argument("--ema_max_decay", type=float)
+    g.add_argument("--ema_inv_gamma", type=float)
+    g.add_argument("--ema_power", type=float)
 
     g = p.add_argument_group("checkpoints and logging")
     g.add_argument("--checkpointing_steps", type=int, default=d.checkpointing_steps)
@@ -159,10 +171,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     g = p.add_argument_group("stage 1: VAE")
     g.add_argument("--vae_name_or_path", help="A saved pipeline (its vae/) or a saved VAE folder.")
-    g.add_argument("--vae_preset", help="A VAEBMVAE preset name (digits, mnist, cifar10, ...).")
+    g.add_argument("--vae_preset", help="Take the VAE architecture of this preset instead.")
     g.add_argument("--vae_config", help="A JSON file of VAEBMVAE (or VAEBMMLPVAE) config values.")
-    g.add_argument("--kl_warmup_fraction", type=float, default=d.kl_warmup_fraction)
-    g.add_argument("--kl_const_coeff", type=float, default=d.kl_const_coeff, help="Smallest KL coefficient.")
+    g.add_argument("--kl_warmup_fraction", type=float)
+    g.add_argument("--kl_const_coeff", type=float, help="Smallest KL coefficient.")
     g.add_argument("--no_kl_balance", action="store_true", help="Turn off NVAE's KL balancing during warm-up.")
     g.add_argument(
         "--vae_likelihood_clamp",
@@ -170,33 +182,30 @@ def build_parser() -> argparse.ArgumentParser:
         help="Train with VAEBM's sampling-time likelihood clamp (log sigma >= -2) instead of NVAE's unclamped "
         "likelihood (the behaviour before 0.2).",
     )
-    g.add_argument("--vae_spectral_reg_coeff", type=float, default=d.vae_spectral_reg_coeff)
     g.add_argument(
         "--no_readjust_bn",
         action="store_true",
         help="Keep the VAE's batch-norm statistics from training instead of re-estimating them from prior samples "
         "before saving (NVAE's --readjust_bn, on by default).",
     )
+    g.add_argument("--readjust_bn_batches", type=int, help="Prior-sample batches for that.")
     g.add_argument(
         "--no_dynamic_binarization",
         action="store_true",
         help="Bernoulli decoders train on the grey images themselves instead of a fresh binarisation of every batch "
         "(pixel ~ Bernoulli(intensity), NVAE's MNIST setting).",
     )
-    g.add_argument(
-        "--readjust_bn_batches", type=int, default=d.readjust_bn_batches, help="Prior-sample batches for that."
-    )
+    g.add_argument("--vae_spectral_reg_coeff", type=float)
 
-    g = p.add_argument_group("stage 2: EBM (defaults from --preset, else the dataset's CPU-scale preset)")
-    g.add_argument("--preset", help="cifar10, celeba64, lsun_church64, celebahq256 or digits.")
+    g = p.add_argument_group("stage 2: EBM")
     g.add_argument("--ebm_layout")
     g.add_argument("--ebm_n_channel", type=int)
     g.add_argument("--langevin_steps", type=int, help="K, Langevin steps per training iteration.")
     g.add_argument("--langevin_step_size", type=float)
-    g.add_argument("--langevin_noise_scale", type=float, default=d.langevin_noise_scale)
+    g.add_argument("--langevin_noise_scale", type=float)
     g.add_argument(
         "--langevin_metropolis",
-        action="store_true",
+        action=argparse.BooleanOptionalAction,
         help="Metropolis-adjusted Langevin (MALA) for the training chains and the saved pipeline's sampler.",
     )
     g.add_argument(
@@ -207,11 +216,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     g.add_argument("--sample_langevin_steps", type=int, help="Default chain length of the saved pipeline.")
     g.add_argument("--sample_step_size", type=float, help="Step size of the saved pipeline's scheduler.")
-    g.add_argument("--potential", choices=("exact", "official"), default=d.potential)
+    g.add_argument("--potential", choices=("exact", "official"))
     g.add_argument(
         "--sampling_space",
         choices=SAMPLING_SPACES,
-        default=d.sampling_space,
         help="eps: VAEBM's Langevin chains in the VAE's noise space (default). x: the paper's ablation, an EBM on x "
         "alone with chains in data space on E(x), started from VAE decoder means (no replay buffer).",
     )
@@ -223,7 +231,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--spectral_reg_coeff", type=float, help="alpha_s of the EBM's spectral regularisation.")
     g.add_argument("--no_grad_clip", action="store_true", help="Turn off IGEBM gradient clipping.")
     g.add_argument("--no_data_init", action="store_true", help="Skip the EBM's data-dependent initialisation.")
-    g.add_argument("--data_init_batches", type=int, default=d.data_init_batches)
+    g.add_argument("--data_init_batches", type=int)
 
     g = p.add_argument_group("divergence guard")
     g.add_argument("--divergence_max_retries", type=int, default=d.divergence_max_retries)
@@ -248,6 +256,8 @@ def parse_args(argv: Sequence[str] | None = None) -> TrainingConfig:
 
 def check_config(config: TrainingConfig) -> None:
     """Flag combinations that are wrong whatever the data; each raises a ``ValueError`` naming the fix."""
+    if config.stage not in STAGES:
+        raise ValueError(f"--stage must be one of {STAGES}, got {config.stage!r}.")
     if config.stage == "ebm" and config.vae_name_or_path is None:
         raise ValueError(
             "--stage ebm trains the energy network on a frozen, trained VAE: pass --vae_name_or_path (a pipeline "
@@ -255,6 +265,9 @@ def check_config(config: TrainingConfig) -> None:
         )
     if sum(x is not None for x in (config.vae_preset, config.vae_config)) > 1:
         raise ValueError("Pass only one of --vae_preset and --vae_config.")
+    for name in ("preset", "vae_preset"):
+        if getattr(config, name) is not None:
+            get_preset(getattr(config, name))  # unknown names list the choices
     if config.push_to_hub and not config.hub_model_id:
         raise ValueError("--push_to_hub needs --hub_model_id (e.g. your-name/vaebm-digits).")
     if config.gradient_accumulation_steps < 1:
@@ -267,3 +280,98 @@ def check_config(config: TrainingConfig) -> None:
         value = getattr(config, name)
         if value is not None and value < 1:
             raise ValueError(f"--{name} must be >= 1, got {value}.")
+    if config.readjust_bn_batches is not None and config.readjust_bn_batches < 1:
+        raise ValueError("--readjust_bn_batches must be >= 1 (use --no_readjust_bn to skip the re-estimation).")
+
+
+# ---------------------------------------------------------------------------------------------------- flags -> preset
+def preset_name(config: TrainingConfig) -> str | None:
+    """``--preset``, else the dataset's own preset (every built-in has one), else ``None`` (the image rule)."""
+    if config.preset is not None:
+        return config.preset
+    return config.dataset_name if config.dataset_name in PRESETS else None
+
+
+def _first(*values):
+    return next((v for v in values if v is not None), None)
+
+
+def _vae_architecture(config: TrainingConfig) -> tuple[str | None, dict]:
+    """``(class name or None, kwargs)`` from ``--vae_config`` or ``--vae_preset`` (``(None, {})`` if neither)."""
+    if config.vae_preset is not None:
+        preset = get_preset(config.vae_preset)
+        return preset.vae_class, dict(preset.vae)
+    if config.vae_config is None:
+        return None, {}
+    path = Path(config.vae_config)
+    if not path.is_file():
+        raise ValueError(f"--vae_config {config.vae_config!r} is not a file; pass a JSON file of config values.")
+    values = json.loads(path.read_text())
+    class_name = values.get("_class_name", "VAEBMVAE")
+    if class_name not in VAE_CLASSES:
+        raise ValueError(f"--vae_config names an unknown class {class_name!r}; use one of {list(VAE_CLASSES)}")
+    return class_name, {k: v for k, v in values.items() if not k.startswith("_")}
+
+
+def resolve_preset(config: TrainingConfig, sample_shape: tuple[int, ...]) -> Preset:
+    """The run's settings: the preset (see :func:`preset_name`; image data without one get
+    :func:`~vaebm_hub.presets.preset_for_images`) with every flag that was given applied on top."""
+    name = preset_name(config)
+    preset = get_preset(name) if name is not None else preset_for_images(sample_shape)
+    c = config
+    sampling_space = _first(c.sampling_space, preset.ebm_training.sampling_space)
+    use_buffer = c.use_buffer
+    if use_buffer is None and sampling_space == "x":
+        use_buffer = False  # the buffer replays noise-space chains
+    vae_class, vae_kwargs = _vae_architecture(config)
+    if vae_class is not None:
+        preset = dataclasses.replace(preset, vae_class=vae_class, vae=vae_kwargs)
+    shared = dict(
+        batch_size=c.train_batch_size, lr_scheduler=c.lr_scheduler, lr_warmup_steps=c.lr_warmup_steps,
+        weight_decay=c.adam_weight_decay,
+    )  # fmt: skip
+    return resolve(
+        preset,
+        vae_training=dict(
+            shared,
+            max_train_steps=_first(c.vae_max_train_steps, c.max_train_steps),
+            learning_rate=_first(c.vae_learning_rate, c.learning_rate),
+            kl_warmup_fraction=c.kl_warmup_fraction,
+            kl_const_coeff=c.kl_const_coeff,
+            kl_balance=False if c.no_kl_balance else None,
+            likelihood_clamp=True if c.vae_likelihood_clamp else None,
+            dynamic_binarization=False if c.no_dynamic_binarization else None,
+            readjust_bn_batches=0 if c.no_readjust_bn else c.readjust_bn_batches,
+            spectral_reg_coeff=c.vae_spectral_reg_coeff,
+            use_ema=c.use_ema,
+            ema_max_decay=c.ema_max_decay,
+            ema_inv_gamma=c.ema_inv_gamma,
+            ema_power=c.ema_power,
+        ),  # fmt: skip
+        ebm_training=dict(
+            shared,
+            max_train_steps=_first(c.ebm_max_train_steps, c.max_train_steps),
+            learning_rate=_first(c.ebm_learning_rate, c.learning_rate),
+            layout=c.ebm_layout,
+            n_channel=c.ebm_n_channel,
+            langevin_steps=c.langevin_steps,
+            langevin_step_size=c.langevin_step_size,
+            langevin_noise_scale=c.langevin_noise_scale,
+            metropolis=c.langevin_metropolis,
+            pixel_noise=c.langevin_pixel_noise,
+            potential=c.potential,
+            sampling_space=sampling_space,
+            use_buffer=use_buffer,
+            buffer_size=c.buffer_size,
+            max_replay_prob=c.max_replay_prob,
+            replay_anneal_steps=c.replay_anneal_steps,
+            use_mu_cd=c.use_mu_cd,
+            spectral_reg_coeff=c.spectral_reg_coeff,
+            grad_clip=False if c.no_grad_clip else None,
+            data_init=False if c.no_data_init else None,
+            data_init_batches=c.data_init_batches,
+        ),  # fmt: skip
+        sampling=dict(
+            num_inference_steps=c.sample_langevin_steps, step_size=_first(c.sample_step_size, c.langevin_step_size)
+        ),
+    )

@@ -30,12 +30,12 @@ from torch.utils.data import Dataset
 from ..pipelines.langevin_chain import ChainOutput, langevin_chain
 from ..pipelines.potential import potential_and_grad
 from ..pipelines.x_space import IMAGE_RANGE, x_space_chain
+from ..presets import EBMTraining, Sampling
 from ..schedulers import LangevinScheduler
 from .components import make_pipeline
 from .grad_clip import clip_grad_igebm_
 from .loop import TrainingStage, first_batches, make_generator
 from .replay_buffer import ReplayBuffer, replay_probability
-from .settings import EBMSettings
 
 ADAM_BETAS = (0.99, 0.999)
 FROZEN_VAE_DIR = "frozen_vae"
@@ -61,7 +61,8 @@ class EBMStage(TrainingStage):
         self,
         vae: nn.Module,
         ebm: nn.Module,
-        settings: EBMSettings,
+        settings: EBMTraining,
+        sampling: Sampling,
         *,
         seed: int,
         process_index: int,
@@ -69,7 +70,7 @@ class EBMStage(TrainingStage):
         num_sample_images: int,
     ) -> None:
         self.vae = vae.to(device).eval().requires_grad_(False)
-        self.ebm, self.settings, self.optim, self.seed = ebm.to(device), settings, settings.optim, seed
+        self.ebm, self.settings, self.sampling, self.seed = ebm.to(device), settings, sampling, seed
         self.num_sample_images = num_sample_images
         self.generator = make_generator(seed, "ebm-chains", process_index)
         self.langevin = LangevinScheduler(
@@ -86,17 +87,20 @@ class EBMStage(TrainingStage):
         s = self.settings
         if fresh:
             if s.data_init:
-                init = first_batches(dataset, self.optim.batch_size, s.data_init_batches, self.seed)
+                init = first_batches(dataset, self.settings.batch_size, s.data_init_batches, self.seed)
                 self.ebm.data_init_(init.to(accelerator.device))
             self.ebm.reset_power_iteration(make_generator(self.seed, "spectral"))
         optimizer = torch.optim.Adam(
-            self.ebm.parameters(), lr=self.optim.learning_rate, betas=ADAM_BETAS, weight_decay=self.optim.weight_decay
+            self.ebm.parameters(),
+            lr=self.settings.learning_rate,
+            betas=ADAM_BETAS,
+            weight_decay=self.settings.weight_decay,
         )
         scheduler = get_scheduler(
-            self.optim.lr_scheduler,
+            self.settings.lr_scheduler,
             optimizer,
-            num_warmup_steps=self.optim.lr_warmup_steps * accelerator.num_processes,
-            num_training_steps=self.optim.max_train_steps * accelerator.num_processes,
+            num_warmup_steps=self.settings.lr_warmup_steps * accelerator.num_processes,
+            num_training_steps=self.settings.max_train_steps * accelerator.num_processes,
         )
         self.model, self.optimizer, self.lr_scheduler = accelerator.prepare(self.ebm, optimizer, scheduler)
 
@@ -182,7 +186,7 @@ class EBMStage(TrainingStage):
         self.vae.save_pretrained(directory / FROZEN_VAE_DIR)
 
     def pipeline(self):
-        return make_pipeline(self.vae, self.ebm, self.settings)
+        return make_pipeline(self.vae, self.ebm, self.settings, self.sampling)
 
     def sample_panels(self) -> dict[str, torch.Tensor]:
         """VAE samples (K = 0) beside VAEBM samples from the same initial noise."""
@@ -191,7 +195,7 @@ class EBMStage(TrainingStage):
         noise = self.vae.sample_noise(
             self.num_sample_images, generator=generator, pixel_noise=self.settings.pixel_noise
         )
-        steps = self.settings.sample_langevin_steps
+        steps = self.sampling.num_inference_steps
         panels = {}
         for label, k in (("VAE (K=0)", 0), (f"VAEBM (K={steps})", steps)):
             generator = make_generator(self.seed, "sample-chain")

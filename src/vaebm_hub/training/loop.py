@@ -10,7 +10,6 @@ stage 1's count under ``--stage all``), so ``--resume_from_checkpoint latest`` f
 from __future__ import annotations
 
 import hashlib
-import math
 import shutil
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
@@ -23,11 +22,11 @@ from torch import nn
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
+from ..figures import sample_panels
+from ..presets import EBMTraining, VAETraining
 from .checkpointing import checkpoint_dir, list_checkpoints, prune_checkpoints, read_state, write_atomically
 from .data_stream import BatchStream, ShardedBatchSampler
 from .divergence import DivergenceGuard
-from .images import sample_panels
-from .settings import OptimizerSettings
 
 RANK_STATE_FILE = "trainer_state_{}.pt"
 
@@ -50,7 +49,7 @@ class TrainingStage(ABC):
 
     name: str
     watch: tuple[str, ...]  # metrics the divergence guard checks for blow-ups
-    optim: OptimizerSettings
+    settings: VAETraining | EBMTraining  # read here: max_train_steps, batch_size
     model: nn.Module
     optimizer: torch.optim.Optimizer
     lr_scheduler: torch.optim.lr_scheduler.LRScheduler
@@ -114,7 +113,7 @@ def weights_finite(model: nn.Module) -> torch.Tensor:
 
 
 class StageRunner:
-    """Runs one stage from its start (or a checkpoint) to ``optim.max_train_steps``."""
+    """Runs one stage from its start (or a checkpoint) to ``settings.max_train_steps``."""
 
     def __init__(self, accelerator: Accelerator, stage: TrainingStage, dataset: Dataset, options: LoopOptions):
         self.accelerator, self.stage, self.dataset, self.options = accelerator, stage, dataset, options
@@ -194,7 +193,7 @@ class StageRunner:
             self.load(resume)
         else:
             self.save(self.start_snapshot)
-        max_steps = stage.optim.max_train_steps
+        max_steps = stage.settings.max_train_steps
         stream = self._stream()
         progress = tqdm(
             total=max_steps, initial=self.step, desc=f"stage {stage.name}", disable=not acc.is_local_main_process
@@ -226,7 +225,7 @@ class StageRunner:
         acc, opts = self.accelerator, self.options
         return BatchStream(
             self.dataset,
-            self.stage.optim.batch_size,
+            self.stage.settings.batch_size,
             seed=opts.seed,
             process_index=acc.process_index,
             num_processes=acc.num_processes,
@@ -285,14 +284,10 @@ class StageRunner:
         """Main process: the stage's sample panels as ``samples/<stage>-<step>.png`` (and to TensorBoard)."""
         if not self.accelerator.is_main_process:
             return
-        figure = sample_panels(self.stage.sample_panels(), scale=max(1, math.ceil(64 / self._image_size())))
+        figure = sample_panels(self.stage.sample_panels())
         directory = self.options.output_dir / "samples"
         directory.mkdir(parents=True, exist_ok=True)
         figure.save(directory / f"{self.stage.name}-{global_step:06d}.png")
         for tracker in self.accelerator.trackers:
             if tracker.name == "tensorboard":
                 tracker.log_images({f"{self.stage.name}/samples": np.asarray(figure)}, global_step, dataformats="HWC")
-
-    def _image_size(self) -> int:
-        shape = getattr(self.dataset, "sample_shape", (1,))
-        return shape[-1] if len(shape) == 3 else 64

@@ -10,10 +10,11 @@ it returns the VAE's own samples, and ``--stage ebm --vae_name_or_path <that fol
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import shutil
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from accelerate import Accelerator
@@ -21,35 +22,43 @@ from accelerate.utils import ProjectConfiguration, set_seed
 from torch import nn
 from torch.utils.data import Dataset
 
-from ..data import BUILTIN_DATASETS
+from ..data.builtin import BUILTIN_DATASETS, PADDABLE_DATASETS
+from ..models import zero_energy_
 from ..models.layers import set_channels_last
+from ..presets import PRESETS, Preset
 from .checkpointing import CHECKPOINT_PREFIX, read_state, remove_stale_temporaries, resolve_resume
 from .components import check_vae_fits_data, load_training_data, load_vae, make_pipeline, new_ebm, new_vae
-from .config import TrainingConfig, parse_args
-from .defaults import dataset_defaults
+from .config import TrainingConfig, check_config, parse_args, preset_name, resolve_preset
 from .ebm_stage import FROZEN_VAE_DIR, EBMStage
 from .hub_upload import push_trained_pipeline, write_model_card
 from .loop import LoopOptions, StageRunner
-from .settings import EBMSettings, VAESettings, ebm_settings, vae_settings
 from .vae_stage import VAEStage
 
 PIPELINE_FILES = ("model_index.json", "vae", "ebm", "scheduler", "README.md")
 RUN_FOLDERS = ("samples", "logs")
+# Flags that describe the run on the model card beside the resolved settings; secrets and paths stay off it.
+CARD_FLAGS = ("dataset_name", "train_data_dir", "seed", "mixed_precision", "gradient_accumulation_steps")
 
 
 @dataclass
 class RunPlan:
-    """Everything a run needs, built and checked before any training starts."""
+    """Everything a run needs, built and checked before any training starts. ``settings`` is the resolved preset
+    (what the run records); ``loop`` the checkpoint/logging options of both stages."""
 
-    config: TrainingConfig
+    settings: Preset
     output_dir: Path
     dataset: Dataset
     vae: nn.Module
-    vae_settings: VAESettings | None
-    ebm_settings: EBMSettings
     stages: list[str]
     resume: Path | None
     ebm_step_offset: int
+    loop: LoopOptions
+    seed: int
+    num_sample_images: int
+    channels_last: bool | None
+    card_rows: dict = field(default_factory=dict)
+    dataset_name: str | None = None
+    hub_model_id: str | None = None
 
 
 def _has_previous_run(output_dir: Path) -> bool:
@@ -59,8 +68,33 @@ def _has_previous_run(output_dir: Path) -> bool:
     )
 
 
+def _data_resolution(config: TrainingConfig, vae_path: Path | None) -> int | None:
+    """``--resolution``, else for built-ins the given VAE's size (MNIST at 28 or padded to 32) or the preset's."""
+    if config.resolution is not None or config.dataset_name not in BUILTIN_DATASETS:
+        return config.resolution
+    if vae_path is not None and config.dataset_name in PADDABLE_DATASETS:
+        root = vae_path / "vae" if (vae_path / "model_index.json").is_file() else vae_path
+        if (root / "config.json").is_file():
+            return json.loads((root / "config.json").read_text()).get("sample_size")
+    name = preset_name(config)
+    return PRESETS[name].resolution if name in PRESETS else None
+
+
+def card_rows(config: TrainingConfig, settings: Preset, stages: list[str]) -> dict:
+    """The model card's "Training configuration" rows: the stages, a few run flags, and the resolved settings of
+    every trained stage and of sampling (``vae_training.learning_rate``, ``ebm_training.max_train_steps``, ...)."""
+    rows: dict = {"stages": " + ".join(stages), "preset": settings.name}
+    rows.update({name: getattr(config, name) for name in CARD_FLAGS if getattr(config, name) is not None})
+    sections = (["vae_training"] if "vae" in stages else []) + ["ebm_training", "sampling"]
+    for section in sections:
+        for key, value in dataclasses.asdict(getattr(settings, section)).items():
+            rows[f"{section}.{key}"] = value
+    return rows
+
+
 def plan_run(config: TrainingConfig) -> RunPlan:
-    """Load the data and the VAE, resolve the settings and validate everything; raises ``ValueError`` on bad input."""
+    """Turn the flags into a checked plan: load the data and the VAE, resolve the preset and validate everything;
+    raises ``ValueError`` on bad input. This is the only function that reads the flags."""
     set_seed(config.seed)
     output_dir = Path(config.output_dir)
     resume = resolve_resume(output_dir, config.resume_from_checkpoint)
@@ -70,44 +104,66 @@ def plan_run(config: TrainingConfig) -> RunPlan:
             f"--output_dir {str(output_dir)!r} already holds a training run; pass --resume_from_checkpoint latest to "
             "continue it, --overwrite_output_dir to start over, or another --output_dir."
         )
-    dataset = load_training_data(config)
-    shape = tuple(dataset.sample_shape)
-    builtin = config.dataset_name if config.dataset_name in BUILTIN_DATASETS else None
-    defaults = dataset_defaults(builtin, shape)
-    stage2 = ebm_settings(config, defaults)
     stages = ["vae", "ebm"] if config.stage == "all" else [config.stage]
-
     resumed_stage = read_state(resume)["stage"] if resume is not None else None
     if resumed_stage is not None and resumed_stage not in stages:
         raise ValueError(f"{resume} is a checkpoint of the {resumed_stage!r} stage but --stage is {config.stage!r}.")
     if resumed_stage == "ebm":
-        stages = ["ebm"]
-        vae = load_vae(resume / FROZEN_VAE_DIR)
+        stages, vae_path = ["ebm"], resume / FROZEN_VAE_DIR
     elif stages[0] == "ebm" or config.vae_name_or_path is not None:
-        vae = load_vae(config.vae_name_or_path)
+        vae_path = Path(config.vae_name_or_path)
     else:
-        vae = new_vae(config, defaults, shape)
+        vae_path = None
+    dataset = load_training_data(
+        config.dataset_name, config.train_data_dir, resolution=_data_resolution(config, vae_path),
+        channels=config.channels, center_crop=config.center_crop, random_flip=config.random_flip,
+        dataset_config_name=config.dataset_config_name, cache_dir=config.cache_dir, seed=config.seed,
+    )  # fmt: skip
+    shape = tuple(dataset.sample_shape)
+    settings = resolve_preset(config, shape)
+    if vae_path is not None:
+        vae = load_vae(vae_path)
+    else:
+        explicit = config.vae_preset is not None or config.vae_config is not None
+        vae = new_vae(settings, shape, config.seed, sizes_from_data=not explicit)
     check_vae_fits_data(vae, dataset)
-    new_ebm(stage2, shape, config.seed)  # fails now, not after stage 1, if the layout does not fit the data
+    new_ebm(settings.ebm_training, shape, config.seed)  # fails now, not after stage 1, if the layout does not fit
 
-    stage1 = vae_settings(config, defaults) if "vae" in stages else None
     if resumed_stage == "ebm":
         offset = read_state(resume)["step_offset"]
     else:
-        offset = stage1.optim.max_train_steps if stage1 is not None else 0
-    return RunPlan(config, output_dir, dataset, vae, stage1, stage2, stages, resume, offset)
-
-
-def make_accelerator(config: TrainingConfig) -> Accelerator:
-    """The run's ``Accelerator``; refuses a multi-process launch that Accelerate did not set up as distributed."""
-    output_dir = Path(config.output_dir)
-    accelerator = Accelerator(
+        offset = settings.vae_training.max_train_steps if "vae" in stages else 0
+    loop = LoopOptions(
+        output_dir=output_dir, seed=config.seed, step_offset=0,
         gradient_accumulation_steps=config.gradient_accumulation_steps,
-        mixed_precision=config.mixed_precision,
-        log_with=None if config.report_to == "none" else config.report_to,
-        project_config=ProjectConfiguration(
-            project_dir=str(output_dir), logging_dir=str(output_dir / config.logging_dir)
-        ),
+        checkpointing_steps=config.checkpointing_steps, checkpoints_total_limit=config.checkpoints_total_limit,
+        save_images_steps=config.save_images_steps, dataloader_num_workers=config.dataloader_num_workers,
+        random_flip=config.random_flip, divergence_max_retries=config.divergence_max_retries,
+        divergence_lr_factor=config.divergence_lr_factor, divergence_threshold=config.divergence_threshold,
+    )  # fmt: skip
+    return RunPlan(
+        settings=settings, output_dir=output_dir, dataset=dataset, vae=vae, stages=stages, resume=resume,
+        ebm_step_offset=offset, loop=loop, seed=config.seed, num_sample_images=config.num_sample_images,
+        channels_last=config.channels_last, card_rows=card_rows(config, settings, stages),
+        dataset_name=config.dataset_name, hub_model_id=config.hub_model_id,
+    )  # fmt: skip
+
+
+def make_accelerator(
+    output_dir: str | os.PathLike,
+    *,
+    gradient_accumulation_steps: int = 1,
+    mixed_precision: str = "no",
+    report_to: str = "tensorboard",
+    logging_dir: str = "logs",
+) -> Accelerator:
+    """The run's ``Accelerator``; refuses a multi-process launch that Accelerate did not set up as distributed."""
+    output_dir = Path(output_dir)
+    accelerator = Accelerator(
+        gradient_accumulation_steps=gradient_accumulation_steps,
+        mixed_precision=mixed_precision,
+        log_with=None if report_to == "none" else report_to,
+        project_config=ProjectConfiguration(project_dir=str(output_dir), logging_dir=str(output_dir / logging_dir)),
     )
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if accelerator.num_processes != world_size:
@@ -126,74 +182,74 @@ def clear_previous_run(output_dir: Path) -> None:
             shutil.rmtree(path) if path.is_dir() else path.unlink()
 
 
-def loop_options(plan: RunPlan, step_offset: int) -> LoopOptions:
-    c = plan.config
-    return LoopOptions(
-        output_dir=plan.output_dir,
-        seed=c.seed,
-        step_offset=step_offset,
-        gradient_accumulation_steps=c.gradient_accumulation_steps,
-        checkpointing_steps=c.checkpointing_steps,
-        checkpoints_total_limit=c.checkpoints_total_limit,
-        save_images_steps=c.save_images_steps,
-        dataloader_num_workers=c.dataloader_num_workers,
-        random_flip=c.random_flip,
-        divergence_max_retries=c.divergence_max_retries,
-        divergence_lr_factor=c.divergence_lr_factor,
-        divergence_threshold=c.divergence_threshold,
-    )
-
-
-def save_pipeline(accelerator: Accelerator, pipe, plan: RunPlan, stages: str) -> None:
+def save_pipeline(accelerator: Accelerator, pipe, plan: RunPlan) -> None:
     """Main process: ``save_pretrained`` into the output folder plus a model card."""
     if accelerator.is_main_process:
         pipe.save_pretrained(plan.output_dir)
-        write_model_card(plan.output_dir, plan.config, stages)
+        write_model_card(plan.output_dir, plan.card_rows, dataset_name=plan.dataset_name, repo_id=plan.hub_model_id)
     accelerator.wait_for_everyone()
 
 
 def execute(plan: RunPlan, accelerator: Accelerator) -> None:
     """Train the planned stages and save the pipeline."""
-    c, shape = plan.config, tuple(plan.dataset.sample_shape)
+    shape, settings = tuple(plan.dataset.sample_shape), plan.settings
     vae, resume = plan.vae, plan.resume
-    channels_last = c.channels_last if c.channels_last is not None else accelerator.device.type == "cpu"
+    channels_last = plan.channels_last if plan.channels_last is not None else accelerator.device.type == "cpu"
     set_channels_last(vae, channels_last)
-    common = dict(seed=c.seed, process_index=accelerator.process_index, num_sample_images=c.num_sample_images)
+    common = dict(seed=plan.seed, process_index=accelerator.process_index, num_sample_images=plan.num_sample_images)
     if "vae" in plan.stages:
-        stage = VAEStage(vae, plan.vae_settings, **common)
-        StageRunner(accelerator, stage, plan.dataset, loop_options(plan, 0)).run(resume)
+        stage = VAEStage(vae, settings.vae_training, **common)
+        StageRunner(accelerator, stage, plan.dataset, plan.loop).run(resume)
         vae, resume = stage.finished_vae(), None
-        placeholder = new_ebm(plan.ebm_settings, shape, c.seed, zero_output=True)
-        save_pipeline(accelerator, make_pipeline(vae, placeholder, plan.ebm_settings), plan, "stage 1: VAE only")
+        placeholder = zero_energy_(new_ebm(settings.ebm_training, shape, plan.seed))
+        save_pipeline(accelerator, make_pipeline(vae, placeholder, settings.ebm_training, settings.sampling), plan)
         accelerator.free_memory()
     if "ebm" in plan.stages:
-        ebm = new_ebm(plan.ebm_settings, shape, c.seed)
+        ebm = new_ebm(settings.ebm_training, shape, plan.seed)
         set_channels_last(ebm, channels_last)
-        stage = EBMStage(vae, ebm, plan.ebm_settings, device=accelerator.device, **common)
-        StageRunner(accelerator, stage, plan.dataset, loop_options(plan, plan.ebm_step_offset)).run(resume)
-        save_pipeline(accelerator, stage.pipeline(), plan, "VAE + energy network")
+        stage = EBMStage(vae, ebm, settings.ebm_training, settings.sampling, device=accelerator.device, **common)
+        loop = dataclasses.replace(plan.loop, step_offset=plan.ebm_step_offset)
+        StageRunner(accelerator, stage, plan.dataset, loop).run(resume)
+        save_pipeline(accelerator, stage.pipeline(), plan)
         accelerator.free_memory()
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``accelerate launch examples/train.py``."""
-    config = parse_args(argv)
+def run(config: TrainingConfig) -> Path:
+    """Plan, train and save (and push, with ``--push_to_hub``) as ``main`` does; returns the output folder."""
     plan = plan_run(config)
-    accelerator = make_accelerator(config)
+    accelerator = make_accelerator(
+        config.output_dir, gradient_accumulation_steps=config.gradient_accumulation_steps,
+        mixed_precision=config.mixed_precision, report_to=config.report_to, logging_dir=config.logging_dir,
+    )  # fmt: skip
     if accelerator.is_main_process:
         plan.output_dir.mkdir(parents=True, exist_ok=True)
         if config.overwrite_output_dir and plan.resume is None:
             clear_previous_run(plan.output_dir)
         remove_stale_temporaries(plan.output_dir)
     accelerator.wait_for_everyone()
-    hparams = {k: v for k, v in dataclasses.asdict(config).items() if isinstance(v, (int, float, str, bool))}
-    hparams.pop("hub_token", None)
+    hparams = {k: v for k, v in plan.card_rows.items() if isinstance(v, (int, float, str, bool))}
     accelerator.init_trackers("vaebm_hub", config=hparams)
     execute(plan, accelerator)
     if config.push_to_hub and accelerator.is_main_process:
-        push_trained_pipeline(plan.output_dir, config)
+        push_trained_pipeline(
+            plan.output_dir, config.hub_model_id, token=config.hub_token, private=config.hub_private_repo
+        )
     accelerator.end_training()
     accelerator.print(
         f'Saved the pipeline to {plan.output_dir}; load it with VAEBMPipeline.from_pretrained("{plan.output_dir}")'
     )
+    return plan.output_dir
+
+
+def train(output_dir: str | os.PathLike, *, dataset_name: str | None = None, **overrides) -> Path:
+    """Train from Python: a preset (the dataset's own, or ``preset=...``) plus keyword overrides named like the
+    flags, e.g. ``train("out", dataset_name="mnist", ebm_max_train_steps=2000, report_to="none")``."""
+    config = TrainingConfig(output_dir=str(output_dir), dataset_name=dataset_name, **overrides)
+    check_config(config)
+    return run(config)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``accelerate launch examples/train.py``."""
+    run(parse_args(argv))
     return 0

@@ -29,10 +29,9 @@ from diffusers.training_utils import EMAModel
 from torch import nn
 from torch.utils.data import Dataset
 
+from ..presets import VAETraining
 from ..utils import eval_mode
-from .defaults import VAE_ADAM_EPS
 from .loop import TrainingStage, make_generator
-from .settings import VAESettings
 
 
 def kl_coefficient(step: int, max_steps: int, warmup_fraction: float, min_coeff: float) -> float:
@@ -83,13 +82,13 @@ class VAEStage(TrainingStage):
     def __init__(
         self,
         vae: nn.Module,
-        settings: VAESettings,
+        settings: VAETraining,
         *,
         seed: int,
         process_index: int,
         num_sample_images: int,
     ) -> None:
-        self.vae, self.settings, self.optim, self.seed = vae, settings, settings.optim, seed
+        self.vae, self.settings, self.seed = vae, settings, seed
         self.generator = make_generator(seed, "vae-posterior", process_index)
         self.num_sample_images = num_sample_images
         scales = list(reversed(getattr(vae, "groups_per_scale", [len(vae.latent_shapes)])))
@@ -103,13 +102,16 @@ class VAEStage(TrainingStage):
         if fresh and self.settings.spectral_reg_coeff > 0:
             self.vae.reset_power_iteration(make_generator(self.seed, "spectral"))
         optimizer = torch.optim.Adamax(
-            self.vae.parameters(), lr=self.optim.learning_rate, weight_decay=self.optim.weight_decay, eps=VAE_ADAM_EPS
+            self.vae.parameters(),
+            lr=self.settings.learning_rate,
+            weight_decay=self.settings.weight_decay,
+            eps=self.settings.adam_eps,
         )
         scheduler = get_scheduler(
-            self.optim.lr_scheduler,
+            self.settings.lr_scheduler,
             optimizer,
-            num_warmup_steps=self.optim.lr_warmup_steps * accelerator.num_processes,
-            num_training_steps=self.optim.max_train_steps * accelerator.num_processes,
+            num_warmup_steps=self.settings.lr_warmup_steps * accelerator.num_processes,
+            num_training_steps=self.settings.max_train_steps * accelerator.num_processes,
         )
         if self.settings.use_ema:
             s = self.settings
@@ -128,7 +130,7 @@ class VAEStage(TrainingStage):
             uniform = torch.rand(batch.shape, generator=self.generator, dtype=batch.dtype).to(batch.device)
             batch = (uniform < batch).to(batch.dtype)
         recon, kl = self.model(batch, generator=self.generator)
-        beta = kl_coefficient(step, self.optim.max_train_steps, s.kl_warmup_fraction, s.kl_const_coeff)
+        beta = kl_coefficient(step, self.settings.max_train_steps, s.kl_warmup_fraction, s.kl_const_coeff)
         loss = (recon + balanced_kl(kl, beta, self.alpha)).mean()
         metrics = {"nelbo": (recon + kl.sum(dim=1)).mean().detach(), "kl_coeff": torch.tensor(beta)}
         if s.spectral_reg_coeff > 0:
@@ -180,6 +182,6 @@ class VAEStage(TrainingStage):
             self.ema.copy_to(self.vae.parameters())
         if self.settings.readjust_bn_batches > 0:
             self.vae.readjust_batch_norm(
-                self.settings.readjust_bn_batches, self.optim.batch_size, generator=make_generator(self.seed, "bn")
+                self.settings.readjust_bn_batches, self.settings.batch_size, generator=make_generator(self.seed, "bn")
             )
         return self.vae.eval().requires_grad_(False)

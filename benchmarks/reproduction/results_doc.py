@@ -184,7 +184,7 @@ def results_markdown(results: dict[int, dict], meta: dict, result_dir: Path, doc
         + ", ".join(_train_time(k, v) for k, v in meta["train_seconds"].items())
         + " (* = loaded from the cache in `outputs/reproduce/`; the time is that of the run that trained it). Every "
         "run uses the package trainer (`vaebm_hub.training.main`) with seed 0; the runs are listed in "
-        "`src/vaebm_hub/reproduction/runs.py`. The 2-core machine was shared with other jobs, so times are "
+        "`benchmarks/reproduction/runs.py`. The 2-core machine was shared with other jobs, so times are "
         f"upper bounds. From scratch (training + evaluation) the command takes about {_total_minutes(meta):.0f} min.",
         "",
         "FD_clf is the Fréchet distance in the features of a small classifier trained on the same dataset — **not "

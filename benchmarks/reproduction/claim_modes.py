@@ -9,8 +9,9 @@ same test digits) give the ceiling at the same sample size.
 
 from __future__ import annotations
 
-from ..data import load_array_dataset
-from ..evaluation.report import sample_images, sample_quality
+from vaebm_hub.data import load_array_dataset
+from vaebm_hub.evaluation import sample_images, sample_quality
+
 from .context import Context
 
 TITLE = "Mode coverage on StackedMNIST (stacked 8x8 digits)"

@@ -8,9 +8,10 @@ same frozen VAE as VAEBM (same steps, step size and chain length K = 10 during t
 
 from __future__ import annotations
 
-from ..data import load_array_dataset
-from ..evaluation.report import sample_images, sample_quality
-from ..pipelines.x_space import XSpaceSampler
+from vaebm_hub.data import load_array_dataset
+from vaebm_hub.evaluation import sample_images, sample_quality
+from vaebm_hub.pipelines.x_space import XSpaceSampler
+
 from .claim_gain import ROW_KEYS
 from .context import Context
 

@@ -1,7 +1,7 @@
-"""The embedded demo: train VAEBM on the bundled 8x8 digits and show that it improves on its VAE.
+"""The embedded demo (``make demo``): train VAEBM on the bundled 8x8 digits and show that it improves on its VAE.
 
-``python -m vaebm_hub.training.demo`` (no downloads, a few minutes on a 2-core CPU) runs the trainer
-(:func:`vaebm_hub.training.main`, stage 1 then stage 2), then samples the saved pipeline with K = 0 Langevin steps
+``python examples/demo.py`` (no downloads, a few minutes on a 2-core CPU) runs the trainer on the ``digits`` preset
+(:func:`vaebm_hub.training.train`, stage 1 then stage 2), then samples the saved pipeline with K = 0 Langevin steps
 (plain VAE samples) and a few K > 0 from the same initial noise, and writes into ``--output_dir``:
 
 * ``pipeline/`` — the trained pipeline (``VAEBMPipeline.from_pretrained("outputs/demo/pipeline")``);
@@ -20,17 +20,16 @@ from pathlib import Path
 
 import torch
 
-from ..data import load_array_dataset
-from ..evaluation import dataset_classifier, sample_images, sample_quality, write_sample_grid
-from ..pipelines import VAEBMPipeline
-from .run import main as train_main
+from vaebm_hub.data import load_array_dataset
+from vaebm_hub.evaluation import dataset_classifier, sample_images, sample_quality, write_sample_grid
+from vaebm_hub.pipelines import VAEBMPipeline
+from vaebm_hub.training import train
 
-# The demo's training run: the digits defaults (vaebm_hub.presets "digits" + training.defaults) with these flags.
-DEMO_TRAIN_FLAGS = ["--vae_max_train_steps", "1000", "--ebm_max_train_steps", "300", "--checkpointing_steps", "500"]
-FAST_TRAIN_FLAGS = [
-    "--vae_max_train_steps", "3", "--ebm_max_train_steps", "2", "--train_batch_size", "16", "--langevin_steps", "2",
-    "--ebm_n_channel", "8", "--num_sample_images", "4",
-]  # fmt: skip
+# The demo is the digits preset as it is (vaebm_hub.presets); --fast shrinks it to a seconds-long smoke run.
+FAST_OVERRIDES = dict(
+    vae_max_train_steps=3, ebm_max_train_steps=2, train_batch_size=16, langevin_steps=2, ebm_n_channel=8,
+    num_sample_images=4,
+)  # fmt: skip
 DEMO_CHAIN_LENGTHS = (0, 10, 30, 100)
 FAST_CHAIN_LENGTHS = (0, 2)
 GRID_SIZE = 64  # samples per panel of samples.png
@@ -75,13 +74,10 @@ def run_demo(output_dir: str | Path = "outputs/demo", fast: bool = False, seed: 
     """Train, sample, evaluate and write the demo's files; returns the metrics."""
     output_dir = Path(output_dir)
     pipeline_dir = output_dir / "pipeline"
-    train_flags = FAST_TRAIN_FLAGS if fast else DEMO_TRAIN_FLAGS
     start = time.perf_counter()
-    train_main(
-        [
-            "--stage", "all", "--dataset_name", "digits", "--output_dir", str(pipeline_dir), "--seed", str(seed),
-            "--overwrite_output_dir", "--report_to", "none", *train_flags,
-        ]
+    train(
+        pipeline_dir, dataset_name="digits", seed=seed, overwrite_output_dir=True, report_to="none",
+        **(FAST_OVERRIDES if fast else {}),
     )  # fmt: skip
     train_seconds = time.perf_counter() - start
 
@@ -108,7 +104,7 @@ def run_demo(output_dir: str | Path = "outputs/demo", fast: bool = False, seed: 
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m vaebm_hub.training.demo", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python examples/demo.py", description=__doc__.split("\n")[0])
     parser.add_argument("--output_dir", default="outputs/demo")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--fast", action="store_true", help="A seconds-long smoke run (tiny steps, for tests).")

@@ -13,9 +13,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..data import load_array_dataset
-from ..evaluation import OOD_SETS, make_ood_set
-from ..evaluation.report import ood_auroc
+from vaebm_hub.data import load_array_dataset
+from vaebm_hub.evaluation import OOD_SETS, make_ood_set, ood_auroc
+
 from .context import Context
 
 TITLE = "OOD detection: VAEBM's log h (and -E) vs the VAE's ELBO"

@@ -6,8 +6,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..evaluation.report import evaluate_pipeline
-from ..pipelines import VAEBMPipeline
+from vaebm_hub.evaluation import evaluate_pipeline
+from vaebm_hub.pipelines import VAEBMPipeline
+
 from .runs import RUNS, load_pipeline, recorded_train_seconds, train, train_runs
 
 
@@ -51,7 +52,7 @@ class Context:
         return self._pipelines[name]
 
     def evaluation(self, run: str, dataset: str, num_samples: int, chain_lengths: tuple[int, ...]) -> dict:
-        """:func:`~vaebm_hub.evaluation.report.evaluate_pipeline` of run ``run`` (no OOD sets), memoised; figures
+        """:func:`~vaebm_hub.evaluation.evaluate_pipeline` of run ``run`` (no OOD sets), memoised; figures
         go to ``<output_dir>/figures/<run>/``."""
         key = (run, dataset, num_samples, tuple(chain_lengths))
         if key not in self._evaluations:

@@ -1,0 +1,131 @@
+"""The training runs behind the reproduction, each a preset plus overrides, and their on-disk cache.
+
+Every run goes through :func:`vaebm_hub.training.train` with a fixed seed. A finished run leaves a saved pipeline in
+``<cache_dir>/<name>[-fast]/`` next to ``reproduce_flags.json`` (its settings) and its training time; a later call
+with the same settings loads it instead of retraining (different settings retrain from scratch). ``--fast`` runs are
+tiny smoke runs with their own folders. :func:`train_runs` trains the runs a command needs two at a time, each in its
+own process on one torch thread (every run is seeded, so the result does not depend on the order).
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from vaebm_hub.pipelines import VAEBMPipeline
+from vaebm_hub.training import train as train_pipeline
+
+FLAGS_FILE = "reproduce_flags.json"
+SECONDS_FILE = "reproduce_train_seconds.json"
+COMMON = dict(seed=0, report_to="none", checkpointing_steps=100000, num_sample_images=16)
+FAST = dict(
+    vae_max_train_steps=3, ebm_max_train_steps=2, train_batch_size=16, langevin_steps=2, ebm_n_channel=8,
+    data_init_batches=1,
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class TrainingRun:
+    """A named trainer run: a preset (by default the dataset's own, ``vaebm_hub.presets``) plus ``overrides`` named
+    like the trainer's flags. ``base`` names a run whose saved VAE this one trains its EBM on (``stage="ebm"``);
+    ``threads`` is torch's thread count while training (8x8 models run fastest on one)."""
+
+    name: str
+    overrides: dict = field(default_factory=dict)
+    base: str | None = None
+    threads: int = 1
+
+
+RUNS: dict[str, TrainingRun] = {
+    run.name: run
+    for run in (  # costliest first: :func:`train_runs` starts them in this order
+        TrainingRun("digits", dict(dataset_name="digits")),
+        # The ablation: an EBM on x alone, trained with x-space chains from the same frozen digits VAE.
+        TrainingRun("digits_x_space", dict(dataset_name="digits", sampling_space="x"), base="digits"),
+        TrainingRun("stacked_digits", dict(dataset_name="stacked_digits")),
+        TrainingRun("mnist", dict(dataset_name="mnist")),
+        TrainingRun("gaussians25", dict(dataset_name="gaussians25")),
+    )
+}
+
+
+def run_folder(cache_dir: Path, name: str, fast: bool) -> Path:
+    return Path(cache_dir) / (f"{name}-fast" if fast else name)
+
+
+def trainer_settings(run: TrainingRun, cache_dir: Path, fast: bool) -> dict:
+    """The keyword arguments of :func:`vaebm_hub.training.train` for ``run`` (``--fast`` sizes win)."""
+    settings = {**COMMON, **run.overrides}
+    if run.base is not None:
+        settings.update(stage="ebm", vae_name_or_path=str(run_folder(cache_dir, run.base, fast)))
+    return {**settings, **(FAST if fast else {})}
+
+
+def _cached(folder: Path, settings: dict) -> bool:
+    record = folder / FLAGS_FILE
+    return (folder / "model_index.json").is_file() and record.is_file() and json.loads(record.read_text()) == settings
+
+
+def train(name: str, cache_dir: Path, fast: bool = False, threads: int | None = None) -> tuple[Path, float]:
+    """Train run ``name`` (and the run it builds on) unless cached; returns its folder and the seconds spent
+    training now (0 when loaded from the cache). ``threads`` overrides the run's torch thread count."""
+    run = RUNS[name]
+    seconds = train(run.base, cache_dir, fast, threads)[1] if run.base is not None else 0.0
+    folder, settings = run_folder(cache_dir, name, fast), trainer_settings(run, cache_dir, fast)
+    if _cached(folder, settings):
+        return folder, seconds
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / FLAGS_FILE).unlink(missing_ok=True)  # written again only once this training run has finished
+    previous_threads = torch.get_num_threads()
+    torch.set_num_threads(run.threads if threads is None else threads)
+    start = time.perf_counter()
+    try:
+        train_pipeline(folder, overwrite_output_dir=True, **settings)
+    finally:
+        torch.set_num_threads(previous_threads)
+    seconds += time.perf_counter() - start
+    (folder / SECONDS_FILE).write_text(json.dumps(round(time.perf_counter() - start, 1)))
+    (folder / FLAGS_FILE).write_text(json.dumps(settings, indent=2))
+    return folder, seconds
+
+
+def _train_chain(names: list[str], cache_dir: str, fast: bool) -> dict[str, float]:
+    """Worker of :func:`train_runs`: train ``names`` in order on one torch thread; ``{name: seconds}``."""
+    return {name: train(name, Path(cache_dir), fast, threads=1)[1] for name in names}
+
+
+def train_runs(names: list[str], cache_dir: Path, fast: bool = False, max_workers: int = 2) -> dict[str, float]:
+    """Train the runs in ``names`` (and the runs they build on) that are not cached, ``max_workers`` processes at
+    a time; a run and the runs built on it share a process, in that order. Returns ``{name: seconds}`` of the runs
+    trained now (the cache semantics are those of :func:`train`)."""
+    names = [n for n in RUNS if n in set(names) | {RUNS[m].base for m in names}]  # RUNS order: costliest first
+    todo = [
+        n for n in names if not _cached(run_folder(cache_dir, n, fast), trainer_settings(RUNS[n], cache_dir, fast))
+    ]
+    chains: dict[str, list[str]] = {}
+    for name in (n for n in names if n in todo):
+        chains.setdefault(RUNS[name].base if RUNS[name].base in todo else name, []).append(name)
+    if len(chains) < 2 or max_workers < 2:
+        return {n: s for chain in chains.values() for n, s in _train_chain(chain, str(cache_dir), fast).items()}
+    spawn = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=max_workers, mp_context=spawn) as pool:
+        futures = [pool.submit(_train_chain, chain, str(cache_dir), fast) for chain in chains.values()]
+        return {n: s for future in futures for n, s in future.result().items()}
+
+
+def recorded_train_seconds(folder: Path) -> float | None:
+    """How long the run that trained the cached pipeline in ``folder`` took (its own stages only), if recorded."""
+    path = Path(folder) / SECONDS_FILE
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def load_pipeline(folder: Path) -> VAEBMPipeline:
+    pipe = VAEBMPipeline.from_pretrained(folder)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
