@@ -13,7 +13,7 @@ from scipy.stats import multivariate_normal
 from sklearn.datasets import load_digits
 from sklearn.metrics import roc_auc_score
 
-from vaebm_hub.data import gaussian_grid_centres
+from vaebm_hub.data import gaussian_grid_centres, load_array_dataset
 from vaebm_hub.evaluation import (
     ClassifierConfig,
     auroc,
@@ -305,3 +305,22 @@ def test_ood_builders_do_what_they_say(digits):
     mixed = interpolated(levels, seed=0)[:, 0, 0, 0]
     assert not np.any(np.isclose(mixed, levels[:, 0, 0, 0]))
     assert mixed.sum() == pytest.approx(levels[:, 0, 0, 0].sum())
+
+
+def test_random_embedding_is_fixed_and_orders_the_sanity_sets():
+    """The second feature space (no training, no data) gives the same features every time and ranks real < blurred
+    < uniform noise, as the classifier's space does."""
+    from vaebm_hub.evaluation.random_features import RandomEmbedding, random_features
+
+    x, _ = load_array_dataset("digits", "train")
+    test, _ = load_array_dataset("digits", "test")
+    a = random_features(x[:300])
+    np.testing.assert_array_equal(a, random_features(x[:300]))
+    torch.testing.assert_close(RandomEmbedding().layers[0].weight, RandomEmbedding().layers[0].weight)
+    blurred = torch.nn.functional.avg_pool2d(torch.from_numpy(x[:300]), 3, 1, 1).numpy()
+    noise = np.random.default_rng(0).random(x[:300].shape).astype(np.float32)
+    reference = random_features(test)
+    floor, blur, uniform = (frechet_distance(reference, random_features(s)) for s in (x[:300], blurred, noise))
+    assert floor < blur < uniform
+    stacks = np.concatenate([x[:8], x[8:16], x[16:24]], axis=1)
+    assert random_features(stacks).shape == (8, 3 * 224)

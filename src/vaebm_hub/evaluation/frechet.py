@@ -2,6 +2,11 @@
 
 This is *not* FID: no Inception network is available offline, so the features come from a small classifier trained
 on the same dataset ("FD_clf"). Always report it next to the real-vs-real floor at the same sample size.
+
+Written here rather than through torchmetrics' ``FrechetInceptionDistance(feature=...)``: importing that module
+imports torch-fidelity, which imports torchvision, and no torchvision wheel matches the CPU torch this package pins
+(its real-FID path, ``evaluation.inception``, needs them and says so). ``tests/test_evaluation.py`` checks the value
+against the closed form of two Gaussians.
 """
 
 from __future__ import annotations

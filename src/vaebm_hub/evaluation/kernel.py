@@ -7,6 +7,9 @@ which made the unnormalised distance's scale arbitrary. Standardising (rather th
 xᵀy/d ≈ 1/d and the kernel nearly linear) keeps the kernel in its intended regime, makes the metric invariant to the
 per-unit scale of the features, and — because the statistics come from the reference set only — uses the same
 yardstick for every model compared against the same real data.
+
+Hand-written (not torchmetrics' ``KernelInceptionDistance``) for the reason given in :mod:`.frechet`: that module's
+import chain needs torchvision.
 """
 
 from __future__ import annotations

@@ -6,22 +6,17 @@ Every builder maps in-distribution images (N, C, H, W) in [0, 1] to an OOD set o
 from __future__ import annotations
 
 import numpy as np
-from scipy.stats import rankdata
+from sklearn.metrics import roc_auc_score
 
 
 def auroc(scores_in: np.ndarray, scores_out: np.ndarray) -> float:
-    """AUROC = P(s_in > s_out) + ½ P(s_in = s_out), higher score meaning more in-distribution.
-
-    Computed from the Mann–Whitney statistic U = Σ rank(s_in) − n_in(n_in + 1)/2 with mid-ranks for ties,
-    AUROC = U / (n_in · n_out).
-    """
+    """AUROC = P(s_in > s_out) + ½ P(s_in = s_out), higher score meaning more in-distribution
+    (``sklearn.metrics.roc_auc_score`` with in-distribution as the positive class; ties count one half)."""
     scores_in, scores_out = np.ravel(scores_in), np.ravel(scores_out)
     if len(scores_in) == 0 or len(scores_out) == 0:
         raise ValueError(f"both score sets must be non-empty, got {len(scores_in)} and {len(scores_out)} scores")
-    ranks = rankdata(np.concatenate([scores_in, scores_out]))
-    n_in, n_out = len(scores_in), len(scores_out)
-    u = ranks[:n_in].sum() - n_in * (n_in + 1) / 2
-    return float(u / (n_in * n_out))
+    labels = np.r_[np.ones(len(scores_in)), np.zeros(len(scores_out))]
+    return float(roc_auc_score(labels, np.r_[scores_in, scores_out]))
 
 
 def _check_images(images: np.ndarray) -> np.ndarray:

@@ -15,8 +15,10 @@ from .inputs import MIN_SAMPLES, _check_dataset, channels_first, check_array, re
 from .kernel import kernel_distance
 from .modes import gaussian_mixture_metrics, stacked_mode_count
 from .precision_recall import precision_recall
+from .random_features import random_features
 
 KERNEL_SUBSET_SIZE = 500
+CONFIDENCE = 0.9  # confident_fraction: share of samples whose every channel the classifier assigns with p > 0.9
 
 STACKED_DATASETS = ("stacked_digits", "stacked_mnist")
 
@@ -85,6 +87,10 @@ def sample_quality(
       ``floor_reference`` (default: the dataset's train split), so ``fd_minus_floor`` = ``fd_clf`` − ``fd_floor``
       is ≈ 0 for samples as good as real data;
     * ``kernel_distance`` (± ``kernel_distance_std``), ``precision``, ``recall`` (k = 3) in the same features;
+    * ``fd_rand``, ``fd_rand_floor``, ``fd_rand_minus_floor``: the same Fréchet distances in a second feature space
+      that shares nothing with the classifier (:mod:`.random_features`, a fixed random embedding);
+    * ``confident_fraction``: the share of samples the classifier assigns to a class with probability > 0.9 (every
+      channel, for stacks);
     * ``classifier_accuracy``: the classifier's held-out accuracy; ``num_samples``, ``num_reference``,
       ``num_floor``;
     * stacked datasets add the gated mode count: ``modes``, ``reverse_kl``, ``kept_fraction``.
@@ -120,6 +126,11 @@ def sample_quality(
 
     real, fake, floor_features = (_features(classifier, x) for x in (reference, samples, floor))
     fd, fd_floor = frechet_distance(real, fake), frechet_distance(real, floor_features)
+    real_rand, fake_rand, floor_rand = (random_features(x) for x in (reference, samples, floor))
+    fd_rand, fd_rand_floor = frechet_distance(real_rand, fake_rand), frechet_distance(real_rand, floor_rand)
+    confidence = np.stack(
+        [classifier.predict_proba(samples[:, c : c + 1]).max(axis=1) for c in range(samples.shape[1])]
+    )
     metrics = {
         "num_samples": len(samples),
         "num_reference": len(reference),
@@ -127,8 +138,12 @@ def sample_quality(
         "fd_clf": fd,
         "fd_floor": fd_floor,
         "fd_minus_floor": fd - fd_floor,
+        "fd_rand": fd_rand,
+        "fd_rand_floor": fd_rand_floor,
+        "fd_rand_minus_floor": fd_rand - fd_rand_floor,
         **kernel_distance(real, fake, subset_size=min(KERNEL_SUBSET_SIZE, len(real), len(fake))),
         **precision_recall(real, fake),
+        "confident_fraction": float((confidence > CONFIDENCE).all(axis=0).mean()),
         "classifier_accuracy": float(classifier.accuracy),
     }
     if dataset in STACKED_DATASETS:
