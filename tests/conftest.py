@@ -29,7 +29,7 @@ def make_tiny_pipeline(step_size: float = 5e-3, metropolis: bool = False, potent
     vae = VAEBMVAE()
     torch.manual_seed(1)
     ebm = VAEBMEnergyModel()
-    scheduler = LangevinScheduler(num_train_timesteps=3, step_size=step_size, metropolis=metropolis)
+    scheduler = LangevinScheduler(default_num_inference_steps=3, step_size=step_size, metropolis=metropolis)
     pipe = VAEBMPipeline(vae=vae.eval(), ebm=ebm.eval(), scheduler=scheduler, potential=potential)
     pipe.set_progress_bar_config(disable=True)
     return pipe

@@ -25,7 +25,7 @@ def converted(tmp_path_factory):
 def test_convert_writes_a_loadable_pipeline_with_the_paper_sampler(converted):
     pipe = VAEBMPipeline.from_pretrained(converted)
     assert pipe.config.potential == "official"  # an imported official EBM keeps the potential it was trained with
-    assert pipe.scheduler.config.num_train_timesteps == 16 and pipe.scheduler.config.step_size == 8e-5
+    assert pipe.scheduler.config.default_num_inference_steps == 16 and pipe.scheduler.config.step_size == 8e-5
     reference_ebm = load_official_ebm(OFFICIAL / "ebm_cifar32" / "checkpoint.pth")
     x = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     torch.testing.assert_close(pipe.energy(x), reference_ebm(x), atol=1e-5, rtol=1e-5)

@@ -42,7 +42,7 @@ def make_tiny_mlp_pipeline() -> VAEBMPipeline:
     vae = VAEBMMLPVAE(hidden_dim=16)
     torch.manual_seed(1)
     ebm = VAEBMEnergyMLP()
-    scheduler = LangevinScheduler(num_train_timesteps=3, step_size=5e-3)
+    scheduler = LangevinScheduler(default_num_inference_steps=3, step_size=5e-3)
     pipe = VAEBMPipeline(vae=vae.eval(), ebm=ebm.eval(), scheduler=scheduler)
     pipe.set_progress_bar_config(disable=True)
     return pipe

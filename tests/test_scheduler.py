@@ -173,7 +173,7 @@ def test_step_size_schedule_interpolates_between_endpoints(schedule, midpoint):
 
 def test_constant_schedule_and_degenerate_lengths():
     scheduler = LangevinScheduler(step_size=0.1, final_step_size=0.5)  # constant ignores final_step_size
-    assert torch.equal(scheduler.step_sizes, torch.full((scheduler.config.num_train_timesteps,), 0.1))
+    assert torch.equal(scheduler.step_sizes, torch.full((scheduler.config.default_num_inference_steps,), 0.1))
     linear = LangevinScheduler(step_size=0.1, step_size_schedule="linear", final_step_size=0.5)
     linear.set_timesteps(1)
     assert torch.equal(linear.step_sizes, torch.tensor([0.1]))
@@ -199,7 +199,11 @@ def test_snr_adaptive_step_matches_formula():
 
 def test_config_round_trip(tmp_path):
     scheduler = LangevinScheduler(
-        num_train_timesteps=6, step_size=3e-4, noise_scale=0.9, step_size_schedule="cosine", final_step_size=1e-5
+        default_num_inference_steps=6,
+        step_size=3e-4,
+        noise_scale=0.9,
+        step_size_schedule="cosine",
+        final_step_size=1e-5,
     )
     scheduler.save_pretrained(tmp_path)
 
@@ -216,11 +220,11 @@ def test_config_round_trip(tmp_path):
 
 
 def test_diffusers_scheduler_public_api():
-    scheduler = LangevinScheduler(num_train_timesteps=7)
+    scheduler = LangevinScheduler(default_num_inference_steps=7)
     sample = torch.randn(2, 3)
 
     assert scheduler.init_noise_sigma == 1.0 and scheduler.order == 1
-    assert len(scheduler) == 7 and scheduler.compatibles == []
+    assert len(scheduler) == 7 and scheduler.compatibles == [LangevinScheduler]  # as diffusers: itself included
     assert scheduler.scale_model_input(sample, scheduler.timesteps[0]) is sample
     assert torch.equal(scheduler.timesteps, torch.arange(7))
     scheduler.set_timesteps(4, device="cpu")
@@ -231,7 +235,7 @@ def test_diffusers_scheduler_public_api():
 @pytest.mark.parametrize(
     ("config", "match"),
     [
-        ({"num_train_timesteps": 0}, "num_train_timesteps"),
+        ({"default_num_inference_steps": 0}, "default_num_inference_steps"),
         ({"step_size": 0.0}, "step_size"),
         ({"step_size": -1e-3}, "step_size"),
         ({"noise_scale": -0.1}, "noise_scale"),
@@ -250,7 +254,7 @@ def test_invalid_config_raises(config, match):
 
 
 def test_invalid_inputs_raise():
-    scheduler = LangevinScheduler(num_train_timesteps=3)
+    scheduler = LangevinScheduler(default_num_inference_steps=3)
     sample = torch.zeros(2, 4)
     with pytest.raises(ValueError, match="num_inference_steps"):
         scheduler.set_timesteps(-1)

@@ -36,7 +36,7 @@ def test_one_step_is_the_langevin_update_equation():
     """x' = x - (eta/2) a (x - c) + sqrt(eta) xi with xi the scheduler's draw from the same generator."""
     a, c, eta = 3.0, 0.25, 0.04
     x = torch.randn(6, 4, generator=torch.Generator().manual_seed(0))
-    scheduler = LangevinScheduler(num_train_timesteps=1, step_size=eta)
+    scheduler = LangevinScheduler(default_num_inference_steps=1, step_size=eta)
     out, finite = x_space_chain(
         Quadratic(a, c), x, scheduler, generator=torch.Generator().manual_seed(7), clip_range=None
     )
@@ -48,7 +48,7 @@ def test_one_step_is_the_langevin_update_equation():
 def test_chains_reach_the_unadjusted_langevin_stationary_gaussian():
     """ULA on a/2 ||x - c||^2 is the AR(1) x' = (1 - eta a/2) x + ... with stationary N(c, 1 / (a (1 - eta a/4)))."""
     a, c, eta = 2.0, 0.5, 0.1
-    scheduler = LangevinScheduler(num_train_timesteps=150, step_size=eta)
+    scheduler = LangevinScheduler(default_num_inference_steps=150, step_size=eta)
     x0 = torch.full((4000, 2), 3.0)
     x, _ = x_space_chain(Quadratic(a, c), x0, scheduler, generator=torch.Generator().manual_seed(0), clip_range=None)
     expected_var = 1.0 / (a * (1.0 - eta * a / 4.0))
@@ -58,7 +58,7 @@ def test_chains_reach_the_unadjusted_langevin_stationary_gaussian():
 
 def test_clip_range_keeps_images_in_the_unit_interval_and_a_nan_chain_keeps_its_last_state():
     x = torch.rand(4, 1, 2, 2)
-    scheduler = LangevinScheduler(num_train_timesteps=3, step_size=1.0)
+    scheduler = LangevinScheduler(default_num_inference_steps=3, step_size=1.0)
     out, finite = x_space_chain(Quadratic(1.0, 5.0), x, scheduler, generator=torch.Generator().manual_seed(0))
     assert out.min() >= 0 and out.max() <= 1 and finite.all()
 

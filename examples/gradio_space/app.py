@@ -46,7 +46,7 @@ def untrained_pipeline() -> VAEBMPipeline:
     vae = VAEBMVAE()
     torch.manual_seed(1)
     ebm = VAEBMEnergyModel()
-    return VAEBMPipeline(vae=vae, ebm=ebm, scheduler=LangevinScheduler(num_train_timesteps=20, step_size=5e-3))
+    return VAEBMPipeline(vae=vae, ebm=ebm, scheduler=LangevinScheduler(default_num_inference_steps=20, step_size=5e-3))
 
 
 @functools.lru_cache(maxsize=2)
@@ -163,7 +163,11 @@ def build_demo(model: str = "") -> gr.Blocks:
                 model_box = gr.Textbox(value=model, label="Model (local folder or Hub id; empty = default)")
                 num_images = gr.Slider(1, MAX_IMAGES, value=16, step=1, label="Number of images")
                 steps = gr.Slider(
-                    0, MAX_STEPS, value=min(config.num_train_timesteps, MAX_STEPS), step=1, label="Langevin steps K"
+                    0,
+                    MAX_STEPS,
+                    value=min(config.default_num_inference_steps, MAX_STEPS),
+                    step=1,
+                    label="Langevin steps K",
                 )
                 step_size = gr.Number(
                     value=config.step_size, minimum=STEP_SIZE_RANGE[0], maximum=STEP_SIZE_RANGE[1],

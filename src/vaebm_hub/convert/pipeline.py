@@ -45,7 +45,9 @@ def build_pipeline(
     """
     preset = get_preset(dataset) if dataset else None
     scheduler = (
-        LangevinScheduler(num_train_timesteps=preset.sampling.num_inference_steps, step_size=preset.sampling.step_size)
+        LangevinScheduler(
+            default_num_inference_steps=preset.sampling.num_inference_steps, step_size=preset.sampling.step_size
+        )
         if preset
         else LangevinScheduler()
     )

@@ -7,12 +7,13 @@ import os
 from collections.abc import Callable
 
 import torch
-from diffusers import DiffusionPipeline, ModelMixin
+from diffusers import DiffusionPipeline
 from diffusers.utils import replace_example_docstring
 from huggingface_hub import constants as hub_constants
 from huggingface_hub import snapshot_download
 
 from ..constants import HUB_ALLOW_PATTERNS, LIBRARY_NAME
+from ..models import VAEBMMLPVAE, VAEBMVAE, VAEBMEnergyMLP, VAEBMEnergyModel
 from ..models.layers import set_channels_last
 from ..schedulers.scheduling_langevin import LangevinScheduler
 from ..utils import eval_mode
@@ -66,8 +67,8 @@ class VAEBMPipeline(DiffusionPipeline):
 
     def __init__(
         self,
-        vae: ModelMixin,
-        ebm: ModelMixin,
+        vae: VAEBMVAE | VAEBMMLPVAE,
+        ebm: VAEBMEnergyModel | VAEBMEnergyMLP,
         scheduler: LangevinScheduler,
         potential: str = "exact",
         pixel_noise: bool = True,
@@ -167,6 +168,12 @@ class VAEBMPipeline(DiffusionPipeline):
         pixel_noise: bool,
         callback_on_step_end_tensor_inputs: list[str],
     ) -> None:
+        if not isinstance(self.scheduler, LangevinScheduler):
+            raise TypeError(
+                f"VAEBMPipeline samples with a LangevinScheduler, got {type(self.scheduler).__name__} (diffusers "
+                "noise schedulers denoise; they cannot run a Langevin chain). Use LangevinScheduler.from_config(...) "
+                "or LangevinScheduler(step_size=...)."
+            )
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
         if not isinstance(num_inference_steps, int) or num_inference_steps < 0:
@@ -175,6 +182,11 @@ class VAEBMPipeline(DiffusionPipeline):
             )
         if step_size is not None and not step_size > 0:
             raise ValueError(f"step_size must be > 0, got {step_size!r}")
+        if step_size is not None and self.scheduler.config.snr is not None:
+            raise ValueError(
+                f"step_size={step_size} has no effect: the scheduler sets its step size adaptively (snr="
+                f"{self.scheduler.config.snr}). Drop step_size, or use a scheduler with snr=None."
+            )
         if not temperature > 0:
             raise ValueError(f"temperature must be > 0, got {temperature!r}")
         if potential not in POTENTIALS:
@@ -278,9 +290,9 @@ class VAEBMPipeline(DiffusionPipeline):
         as ``clamp(mu / 2 + 1/2, 0, 1)`` (the official script instead min-max rescales every image; we do not).
         """
         if batch_size is None:
-            batch_size = 1 if latents is None else len(latents)
+            batch_size = 1 if latents is None else len(latents)  # as diffusers infers it from given latents
         if num_inference_steps is None:
-            num_inference_steps = self.scheduler.config.num_train_timesteps
+            num_inference_steps = getattr(self.scheduler.config, "default_num_inference_steps", 0)
         potential = self.config.potential if potential is None else potential
         pixel_noise = self.config.get("pixel_noise", True) if pixel_noise is None else bool(pixel_noise)
         tensor_inputs = callback_on_step_end_tensor_inputs or ["latents"]

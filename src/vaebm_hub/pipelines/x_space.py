@@ -111,7 +111,7 @@ class XSpaceSampler:
         if output_type not in ("np", "pt"):
             raise ValueError(f"output_type must be 'np' or 'pt', got {output_type!r}")
         if num_inference_steps is None:
-            num_inference_steps = self.scheduler.config.num_train_timesteps
+            num_inference_steps = self.scheduler.config.default_num_inference_steps
         if latents is None:
             latents = self.vae.sample_noise(
                 batch_size, generator=generator, device=self.vae.device, dtype=self.vae.dtype

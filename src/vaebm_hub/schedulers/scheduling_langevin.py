@@ -1,15 +1,17 @@
 """Short-run Langevin dynamics on a potential U(ε) — ULA, or MALA with a Metropolis–Hastings correction."""
 
 import math
+import warnings
 from dataclasses import dataclass
 
 import torch
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
-from diffusers.utils import BaseOutput
+from diffusers.utils import BaseOutput, deprecate
 from diffusers.utils.torch_utils import randn_tensor
 
 STEP_SIZE_SCHEDULES = ("constant", "linear", "cosine", "geometric")
+DEFAULT_STEP_SIZE = 8e-5  # VAEBM's CIFAR-10 value
 
 
 @dataclass
@@ -87,8 +89,10 @@ class LangevinScheduler(SchedulerMixin, ConfigMixin):
     Timesteps count up: `timesteps = arange(n)`, so a timestep is its own index into `step_sizes`.
 
     Args:
-        num_train_timesteps (`int`, defaults to 10):
-            Default chain length (the number of Langevin steps training uses); `timesteps` until `set_timesteps`.
+        default_num_inference_steps (`int`, defaults to 10):
+            The chain length a pipeline runs when the call does not say (`num_inference_steps=None`), and the
+            `timesteps` until `set_timesteps`. Configs saved before 0.2 call it `num_train_timesteps`, which is still
+            read (with a deprecation warning).
         step_size (`float`, defaults to 8e-5):
             η at the first step (all steps for the constant schedule). VAEBM's CIFAR-10 value.
         noise_scale (`float`, defaults to 1.0):
@@ -113,19 +117,43 @@ class LangevinScheduler(SchedulerMixin, ConfigMixin):
     _compatibles = []
     init_noise_sigma = 1.0
 
+    @classmethod
+    def _get_compatibles(cls) -> list[type]:
+        """Schedulers whose config this one reads (``from_config``): only Langevin schedulers; diffusers' noise
+        schedulers solve another problem (denoising), so swapping one in is refused by the pipeline."""
+        return [cls]
+
     @register_to_config
     def __init__(
         self,
-        num_train_timesteps: int = 10,
-        step_size: float = 8e-5,
+        default_num_inference_steps: int = 10,
+        step_size: float = DEFAULT_STEP_SIZE,
         noise_scale: float = 1.0,
         step_size_schedule: str = "constant",
         final_step_size: float | None = None,
         snr: float | None = None,
         metropolis: bool = False,
+        num_train_timesteps: int | None = None,
     ):
-        if num_train_timesteps < 1:
-            raise ValueError(f"num_train_timesteps={num_train_timesteps} must be >= 1 (the default chain length).")
+        if num_train_timesteps is not None:
+            deprecate(
+                "num_train_timesteps", "1.0.0",
+                "LangevinScheduler's `num_train_timesteps` is the default chain length: it is now called "
+                "`default_num_inference_steps` (re-save the scheduler to update its config).",
+                standard_warn=False,
+            )  # fmt: skip
+            default_num_inference_steps = num_train_timesteps
+            self.register_to_config(default_num_inference_steps=default_num_inference_steps)
+        if default_num_inference_steps < 1:
+            raise ValueError(
+                f"default_num_inference_steps={default_num_inference_steps} must be >= 1 (the default chain length)."
+            )
+        if snr is not None and step_size != DEFAULT_STEP_SIZE:
+            warnings.warn(
+                f"step_size={step_size} is ignored: with snr={snr} the step size is set adaptively from the gradient "
+                "and noise norms. Pass one of the two.",
+                stacklevel=2,
+            )
         if not step_size > 0 or not math.isfinite(step_size):
             raise ValueError(f"step_size={step_size} must be a finite number > 0, e.g. 8e-5.")
         if not noise_scale >= 0:
@@ -150,7 +178,13 @@ class LangevinScheduler(SchedulerMixin, ConfigMixin):
                 )
         if metropolis and noise_scale == 0:
             raise ValueError("metropolis=True needs noise_scale > 0 (the proposal must be random).")
-        self.set_timesteps(num_train_timesteps)
+        self.set_timesteps(default_num_inference_steps)
+
+    def register_to_config(self, **kwargs) -> None:
+        """As ``ConfigMixin``'s, minus ``num_train_timesteps``, the pre-0.2 name of ``default_num_inference_steps``
+        (read from old configs, never saved)."""
+        kwargs.pop("num_train_timesteps", None)
+        super().register_to_config(**kwargs)
 
     def set_timesteps(self, num_inference_steps: int, device: str | torch.device | None = None) -> None:
         """
@@ -291,4 +325,4 @@ class LangevinScheduler(SchedulerMixin, ConfigMixin):
         return self._num_accepted / self._num_proposed
 
     def __len__(self) -> int:
-        return self.config.num_train_timesteps
+        return self.config.default_num_inference_steps

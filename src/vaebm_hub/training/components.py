@@ -127,7 +127,7 @@ def make_pipeline(vae: nn.Module, ebm: nn.Module, settings: EBMTraining, samplin
     """The pipeline a run saves: its scheduler samples with the preset's test-time chain length and step size, and
     the stage-2 chains' noise scale, MALA setting, potential and pixel-noise choice."""
     scheduler = LangevinScheduler(
-        num_train_timesteps=sampling.num_inference_steps,
+        default_num_inference_steps=sampling.num_inference_steps,
         step_size=sampling.step_size,
         noise_scale=settings.langevin_noise_scale,
         metropolis=settings.metropolis,

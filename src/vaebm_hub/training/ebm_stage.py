@@ -74,7 +74,7 @@ class EBMStage(TrainingStage):
         self.num_sample_images = num_sample_images
         self.generator = make_generator(seed, "ebm-chains", process_index)
         self.langevin = LangevinScheduler(
-            num_train_timesteps=settings.langevin_steps,
+            default_num_inference_steps=settings.langevin_steps,
             step_size=settings.langevin_step_size,
             noise_scale=settings.langevin_noise_scale,
             metropolis=settings.metropolis,
