@@ -120,3 +120,36 @@ def test_old_scheduler_configs_with_num_train_timesteps_still_load(tmp_path):
     scheduler.save_pretrained(tmp_path / "new")
     saved = json.loads((tmp_path / "new" / "scheduler_config.json").read_text())
     assert saved["default_num_inference_steps"] == 17 and "num_train_timesteps" not in saved
+
+
+def test_missing_folders_and_repos_get_diffusers_messages(tmp_path, monkeypatch):
+    from huggingface_hub import constants as hub_constants
+
+    monkeypatch.setattr(hub_constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(ValueError, match="neither a valid local path nor a valid repo id"):
+        VAEBMPipeline.from_pretrained(str(tmp_path / "missing" / "folder"))
+    with pytest.raises(OSError, match="Cannot load model not/a-repo"):
+        VAEBMPipeline.from_pretrained("not/a-repo", cache_dir=str(tmp_path))
+
+
+def test_a_pickled_save_loads_back(tmp_path):
+    pipe = make_tiny_pipeline()
+    pipe.save_pretrained(tmp_path, safe_serialization=False)
+    assert (tmp_path / "vae" / "diffusion_pytorch_model.bin").is_file()
+    loaded = VAEBMPipeline.from_pretrained(tmp_path)
+    for a, b in zip(pipe.vae.state_dict().values(), loaded.vae.state_dict().values()):
+        torch.testing.assert_close(a, b)
+
+
+def test_save_pretrained_push_to_hub_sends_the_pipeline_only(tmp_path, monkeypatch):
+    from huggingface_hub import constants as hub_constants
+    from test_training_units import RecordingApi
+
+    monkeypatch.setattr(hub_constants, "HF_HUB_OFFLINE", False)
+    (tmp_path / "checkpoint-4").mkdir(parents=True)
+    (tmp_path / "checkpoint-4" / "optimizer.bin").write_bytes(b"x")
+    api = RecordingApi()
+    make_tiny_pipeline().save_pretrained(tmp_path, push_to_hub=True, repo_id="me/vaebm", api=api)
+    (_, repo_id, _), (_, sent) = api.calls
+    assert repo_id == "me/vaebm" and "model_index.json" in sent and "README.md" in sent
+    assert not any(name.startswith("checkpoint") for name in sent)

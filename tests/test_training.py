@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import signal
@@ -195,11 +196,22 @@ def test_push_to_hub_uploads_only_the_pipeline(tmp_path, monkeypatch):
           "--hub_model_id", "me/vaebm-digits", "--hub_token", "hf_x", "--hub_private_repo",
           "--checkpointing_steps", "1"])  # fmt: skip
     assert any(path.name.startswith("checkpoint-") for path in out.iterdir())
-    (_, token), (_, repo_id, create), (_, sent, card) = calls
+    early, (_, token), (_, repo_id, create), (_, sent, card) = calls[:2], *calls[2:]
+    assert [c[0] for c in early] == ["init", "create_repo"]  # the repo is made before step 1, as diffusers does
     assert (token, repo_id, create["private"]) == ("hf_x", "me/vaebm-digits", True)
     assert "README.md" in sent and "vae/diffusion_pytorch_model.safetensors" in sent
     assert not any(name.startswith(("checkpoint", "logs", "samples/")) for name in sent)
     assert 'from_pretrained("me/vaebm-digits")' in card and "hf_x" not in card
+
+
+def test_push_to_hub_offline_fails_before_training(tmp_path):
+    from huggingface_hub.errors import OfflineModeIsEnabled
+
+    out = tmp_path / "out"
+    with pytest.raises(OfflineModeIsEnabled, match="HF_HUB_OFFLINE"):
+        main([*TINY, "--stage", "vae", "--max_train_steps", "1", "--output_dir", str(out), "--push_to_hub",
+              "--hub_model_id", "me/vaebm-digits"])  # fmt: skip
+    assert not out.exists() or not any(out.iterdir())
 
 
 def test_demo_code_path_at_tiny_size(tmp_path, monkeypatch):
@@ -212,3 +224,19 @@ def test_demo_code_path_at_tiny_size(tmp_path, monkeypatch):
     assert json.loads((tmp_path / "demo" / "metrics.json").read_text())["fd_classifier_floor"] > 0
     assert (tmp_path / "demo" / "samples.png").is_file() and (tmp_path / "demo" / "metrics.md").is_file()
     VAEBMPipeline.from_pretrained(tmp_path / "demo" / "pipeline")
+
+
+def test_epoch_flags_save_the_model_and_log_the_run_summary(tmp_path, caplog, monkeypatch):
+    out = tmp_path / "out"
+    saves = []
+    run_module = importlib.import_module("vaebm_hub.training.run")
+    original = run_module.save_pipeline
+    monkeypatch.setattr(run_module, "save_pipeline", lambda *args: (saves.append(1), original(*args)))
+    with caplog.at_level("INFO"):
+        main([
+            *TINY, "--stage", "vae", "--train_batch_size", "512", "--vae_num_epochs", "2",
+            "--save_model_epochs", "1", "--output_dir", str(out),
+        ])  # fmt: skip
+    assert len(saves) == 3  # after epoch 1, after epoch 2, and at the end of the stage
+    assert "***** Running training: stage vae *****" in caplog.text and "Total optimization steps = 6" in caplog.text
+    VAEBMPipeline.from_pretrained(out)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from conftest import make_tiny_pipeline
@@ -308,3 +309,38 @@ def test_push_uploads_the_pipeline_card_and_grid_but_never_checkpoints(tmp_path,
     assert {"model_index.json", "README.md", "samples.png", "vae/config.json", "ebm/config.json"} <= set(sent)
     assert "vae/diffusion_pytorch_model.safetensors" in sent and "scheduler/scheduler_config.json" in sent
     assert not any(name.startswith(("checkpoint", ".tmp", "logs", "samples/")) for name in sent)
+
+
+# ------------------------------------------------------------------------------------------------ diffusers' flags
+
+
+def test_train_unconditional_flags_are_accepted_with_their_meaning():
+    config = parse_args(
+        ["--dataset_name", "digits", "--num_epochs", "2", "--adam_beta1", "0.8", "--adam_beta2", "0.95",
+         "--adam_epsilon", "1e-6", "--ebm_adam_beta1", "0.5", "--eval_batch_size", "9", "--logger", "none",
+         "--save_images_epochs", "1", "--save_model_epochs", "1"]
+    )  # fmt: skip
+    settings = resolve_preset(config, (1, 8, 8), num_samples=1438)
+    batches = -(-1438 // 64)  # ceil: the digits preset's batch of 64
+    assert settings.vae_training.max_train_steps == settings.ebm_training.max_train_steps == 2 * batches
+    assert (settings.vae_training.adam_beta1, settings.vae_training.adam_beta2) == (0.8, 0.95)
+    assert (settings.ebm_training.adam_beta1, settings.ebm_training.adam_eps) == (0.5, 1e-6)
+    assert config.num_sample_images == 9 and config.report_to == "none"
+    with pytest.raises(ValueError, match="--max_train_steps or --num_epochs"):
+        parse_args(["--dataset_name", "digits", "--num_epochs", "2", "--max_train_steps", "5"])
+
+
+def test_a_tracker_that_is_not_installed_fails_before_training():
+    with pytest.raises(ValueError, match="pip install wandb"):
+        parse_args(["--dataset_name", "digits", "--report_to", "wandb"])
+    with pytest.raises(ValueError, match="pip install wandb"):
+        parse_args(["--dataset_name", "digits", "--logger", "wandb"])
+
+
+def test_a_save_to_disk_folder_is_a_dataset_name(tmp_path):
+    import datasets
+
+    images = [Image.fromarray((np.random.default_rng(i).random((8, 8)) * 255).astype(np.uint8)) for i in range(4)]
+    datasets.Dataset.from_dict({"image": images}).cast_column("image", datasets.Image()).save_to_disk(tmp_path / "ds")
+    dataset = build_train_dataset(str(tmp_path / "ds"), None, resolution=None, channels=None)
+    assert len(dataset) == 4 and tuple(dataset.sample_shape) == (1, 8, 8)

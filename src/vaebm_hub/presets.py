@@ -31,6 +31,8 @@ class VAETraining:
     batch_size: int
     learning_rate: float = 1e-2
     weight_decay: float = 3e-4
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.999
     adam_eps: float = 1e-3
     lr_scheduler: str = "cosine"
     lr_warmup_steps: int | None = None
@@ -59,6 +61,9 @@ class EBMTraining:
     langevin_steps: int
     langevin_step_size: float
     weight_decay: float = 3e-5
+    adam_beta1: float = 0.99  # VAEBM's Adam(0.99, 0.999)
+    adam_beta2: float = 0.999
+    adam_eps: float = 1e-8
     lr_scheduler: str = "constant"
     lr_warmup_steps: int = 0
     langevin_noise_scale: float = 1.0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import itertools
 import os
+from pathlib import Path
 
 import datasets
 from PIL import Image
@@ -22,8 +23,17 @@ def load_hub_dataset(
 ) -> datasets.Dataset:
     """``datasets.load_dataset(name, config_name, split=split, cache_dir=cache_dir)`` with a clear error if absent.
 
-    Under ``HF_HUB_OFFLINE=1`` (or ``HF_DATASETS_OFFLINE=1``) ``datasets`` fails at once for anything not cached.
+    A folder written by ``Dataset.save_to_disk`` (or ``DatasetDict.save_to_disk``, then its ``split``) is read with
+    ``datasets.load_from_disk``. Under ``HF_HUB_OFFLINE=1`` (or ``HF_DATASETS_OFFLINE=1``) ``datasets`` fails at
+    once for anything not cached.
     """
+    if is_saved_dataset(name):
+        loaded = datasets.load_from_disk(name)
+        if isinstance(loaded, datasets.DatasetDict):
+            if split not in loaded:
+                raise ValueError(f"{name!r} is a saved DatasetDict without a {split!r} split (it has {list(loaded)}).")
+            loaded = loaded[split]
+        return loaded
     try:
         return datasets.load_dataset(name, config_name, split=split, cache_dir=cache_dir)
     except (ConnectionError, FileNotFoundError) as error:
@@ -43,6 +53,12 @@ def load_hub_dataset(
             "Fix: use a built-in name, pass --train_data_dir DIR for a folder of images, "
             "or a Hub id that is reachable or cached in --cache_dir."
         ) from error
+
+
+def is_saved_dataset(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a folder written by ``save_to_disk`` (a ``Dataset`` or a ``DatasetDict``)."""
+    root = Path(path)
+    return root.is_dir() and any((root / name).is_file() for name in ("state.json", "dataset_dict.json"))
 
 
 def load_imagefolder(

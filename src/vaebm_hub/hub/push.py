@@ -27,6 +27,14 @@ def check_online() -> None:
         )
 
 
+def create_repo_early(repo_id: str, *, token: str | None = None, private: bool = False, api: HfApi | None = None):
+    """Create (or find) the Hub repo before any work that ends in an upload, so that a missing token, a taken name or
+    offline mode fails at once rather than after hours of training (as diffusers' training scripts do)."""
+    check_online()
+    api = api if api is not None else HfApi(token=token)
+    return api.create_repo(repo_id, private=private, exist_ok=True, token=token)
+
+
 def existing_card(readme: Path, repo_id: str) -> ModelCard | None:
     """The folder's own ``README.md`` (e.g. the converter's or trainer's card, with its license and metrics) with
     its ``from_pretrained("...")`` calls pointed at ``repo_id``, if it then validates; else ``None``."""

@@ -39,6 +39,9 @@ def _weight_files(folder: Path, variant: str | None) -> list[Path]:
         if missing:
             raise ValueError(f"{index} lists shards that are missing: {missing}; the download or save was partial.")
         return [folder / s for s in shards]
+    pickled = folder / f"{stem}.bin"
+    if pickled.is_file():  # saved with safe_serialization=False; read (by us and diffusers) with weights_only=True
+        return [pickled]
     hint = f" (variant {variant!r})" if variant else ""
     raise ValueError(
         f"no safetensors weights{hint} in {folder}: expected {single.name}. The save was partial or the variant is "
@@ -47,9 +50,17 @@ def _weight_files(folder: Path, variant: str | None) -> list[Path]:
 
 
 def read_weight_shapes(files: list[Path]) -> dict[str, tuple[int, ...]]:
-    """Tensor shapes from safetensors headers (no data is read); a truncated or corrupt file raises ``ValueError``."""
+    """Tensor shapes from safetensors headers (no data is read), or of a ``.bin`` state dict loaded with
+    ``weights_only=True`` onto the meta device; a truncated or corrupt file raises ``ValueError``."""
     shapes: dict[str, tuple[int, ...]] = {}
     for file in files:
+        if file.suffix == ".bin":
+            try:
+                state = torch.load(file, map_location="meta", weights_only=True)
+            except Exception as error:  # unpickling refused (not plain tensors) or a corrupt file
+                raise ValueError(f"{file} is not a plain tensor state dict (or is corrupt): {error}") from error
+            shapes.update({key: tuple(value.shape) for key, value in state.items()})
+            continue
         try:
             with safe_open(str(file), framework="pt") as handle:
                 for key in handle.keys():

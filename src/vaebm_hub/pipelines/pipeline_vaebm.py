@@ -5,15 +5,23 @@ from __future__ import annotations
 import functools
 import os
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
-from diffusers import DiffusionPipeline
+from diffusers import DiffusionPipeline, ModelMixin
 from diffusers.utils import replace_example_docstring
 from huggingface_hub import constants as hub_constants
 from huggingface_hub import snapshot_download
+from huggingface_hub.errors import (
+    HFValidationError,
+    LocalEntryNotFoundError,
+    RepositoryNotFoundError,
+    RevisionNotFoundError,
+)
+from huggingface_hub.utils import validate_repo_id
 
 from ..constants import HUB_ALLOW_PATTERNS, LIBRARY_NAME
-from ..models import VAEBMMLPVAE, VAEBMVAE, VAEBMEnergyMLP, VAEBMEnergyModel
+from ..hub.push import push_pipeline
 from ..models.layers import set_channels_last
 from ..schedulers.scheduling_langevin import LangevinScheduler
 from ..utils import eval_mode
@@ -67,8 +75,8 @@ class VAEBMPipeline(DiffusionPipeline):
 
     def __init__(
         self,
-        vae: VAEBMVAE | VAEBMMLPVAE,
-        ebm: VAEBMEnergyModel | VAEBMEnergyMLP,
+        vae: ModelMixin,
+        ebm: ModelMixin,
         scheduler: LangevinScheduler,
         potential: str = "exact",
         pixel_noise: bool = True,
@@ -88,6 +96,24 @@ class VAEBMPipeline(DiffusionPipeline):
         super().register_to_config(**kwargs)
 
     @classmethod
+    def from_pipe(cls, pipeline: DiffusionPipeline, **kwargs) -> VAEBMPipeline:
+        """A new pipeline on the components of ``pipeline`` (no copies), as diffusers' ``from_pipe``; keyword
+        arguments replace components (``vae``, ``ebm``, ``scheduler``) or settings (``potential``, ``pixel_noise``).
+
+        diffusers' own version matches components by their exact annotated type, which the ``ModelMixin``
+        annotations here (any VAE / energy network class, also the remote-code copies) never are."""
+        components = {name: kwargs.pop(name, component) for name, component in pipeline.components.items()}
+        settings = {
+            name: kwargs.pop(name, pipeline.config.get(name, default))
+            for name, default in (("potential", "exact"), ("pixel_noise", True))
+        }
+        if kwargs:
+            raise TypeError(f"from_pipe got unexpected arguments {sorted(kwargs)}; pass components or settings")
+        new = cls(**components, **settings)
+        new.set_progress_bar_config(**getattr(pipeline, "_progress_bar_config", {}))
+        return new
+
+    @classmethod
     def download(cls, pretrained_model_name: str | os.PathLike, **kwargs) -> str:
         """Fetch a saved pipeline from the Hub with ``snapshot_download`` (the files of a saved pipeline only).
 
@@ -97,15 +123,30 @@ class VAEBMPipeline(DiffusionPipeline):
         """
         if os.path.isdir(pretrained_model_name):
             return os.fspath(pretrained_model_name)
-        return snapshot_download(
-            str(pretrained_model_name),
-            revision=kwargs.get("revision"),
-            cache_dir=kwargs.get("cache_dir"),
-            token=kwargs.get("token"),
-            force_download=kwargs.get("force_download", False),
-            local_files_only=kwargs.get("local_files_only", False) or hub_constants.HF_HUB_OFFLINE,
-            allow_patterns=HUB_ALLOW_PATTERNS,
-        )
+        name = str(pretrained_model_name)
+        try:
+            validate_repo_id(name)
+        except HFValidationError as error:  # diffusers' own message for this case
+            raise ValueError(
+                f'The provided pretrained_model_name_or_path "{name}" is neither a valid local path nor a valid repo '
+                "id. Please check the parameter."
+            ) from error
+        try:
+            return snapshot_download(
+                name,
+                revision=kwargs.get("revision"),
+                cache_dir=kwargs.get("cache_dir"),
+                token=kwargs.get("token"),
+                force_download=kwargs.get("force_download", False),
+                local_files_only=kwargs.get("local_files_only", False) or hub_constants.HF_HUB_OFFLINE,
+                allow_patterns=HUB_ALLOW_PATTERNS,
+            )
+        except (LocalEntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError) as error:
+            offline = " (HF_HUB_OFFLINE is set: only cached repos load)" if hub_constants.HF_HUB_OFFLINE else ""
+            raise OSError(
+                f"Cannot load model {name}: it is not a local folder, and the Hub repo is not cached locally or not "
+                f"reachable{offline}: {error}"
+            ) from error
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, **kwargs) -> VAEBMPipeline:
@@ -117,6 +158,24 @@ class VAEBMPipeline(DiffusionPipeline):
         verify_saved_pipeline(path, variant=kwargs.get("variant"))
         return super().from_pretrained(path, **kwargs)
 
+    def save_pretrained(
+        self,
+        save_directory: str | os.PathLike,
+        safe_serialization: bool = True,
+        variant: str | None = None,
+        push_to_hub: bool = False,
+        **kwargs,
+    ) -> None:
+        """diffusers' ``save_pretrained``; with ``push_to_hub=True`` the upload goes through :meth:`push_to_hub`,
+        which sends this pipeline's safetensors, configs and model card only — never the rest of the folder
+        (``checkpoint-*``, optimizer and RNG states, logs) — and keeps a card already in the folder."""
+        hub_names = ("repo_id", "token", "private", "commit_message", "api")
+        hub_kwargs = {k: kwargs.pop(k) for k in hub_names if k in kwargs}
+        super().save_pretrained(save_directory, safe_serialization=safe_serialization, variant=variant, **kwargs)
+        if push_to_hub:
+            repo_id = hub_kwargs.pop("repo_id", None) or Path(save_directory).resolve().name
+            self.push_to_hub(repo_id, variant=variant, folder=save_directory, **hub_kwargs)
+
     def push_to_hub(
         self,
         repo_id: str,
@@ -126,6 +185,7 @@ class VAEBMPipeline(DiffusionPipeline):
         variant: str | None = None,
         card=None,
         api=None,
+        folder: str | os.PathLike | None = None,
         **kwargs,
     ) -> str:
         """Upload this pipeline's safetensors, configs and model card (nothing else) to ``repo_id``.
@@ -133,11 +193,9 @@ class VAEBMPipeline(DiffusionPipeline):
         The token comes from ``token``, ``HF_TOKEN`` or the stored login; ``api`` takes an ``HfApi``-like object
         (used by the tests). With ``HF_HUB_OFFLINE=1`` this fails at once with a clear error.
         """
-        from ..hub import push_pipeline  # the hub module imports the pipeline
-
         return push_pipeline(
-            self, repo_id, token=token, private=private, commit_message=commit_message, card=card, api=api,
-            variant=variant,
+            self if folder is None else folder, repo_id, token=token, private=private,
+            commit_message=commit_message, card=card, api=api, variant=variant,
         )  # fmt: skip
 
     def enable_channels_last(self) -> None:
@@ -168,7 +226,7 @@ class VAEBMPipeline(DiffusionPipeline):
         pixel_noise: bool,
         callback_on_step_end_tensor_inputs: list[str],
     ) -> None:
-        if not isinstance(self.scheduler, LangevinScheduler):
+        if not callable(getattr(self.scheduler, "metropolis_accept", None)):  # duck-typed: remote code copies classes
             raise TypeError(
                 f"VAEBMPipeline samples with a LangevinScheduler, got {type(self.scheduler).__name__} (diffusers "
                 "noise schedulers denoise; they cannot run a Langevin chain). Use LangevinScheduler.from_config(...) "

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib.util
 import json
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -51,6 +53,14 @@ class TrainingConfig:
     lr_scheduler: str | None = None
     lr_warmup_steps: int | None = None
     adam_weight_decay: float | None = None
+    adam_beta1: float | None = None
+    adam_beta2: float | None = None
+    adam_epsilon: float | None = None
+    vae_adam_beta1: float | None = None
+    ebm_adam_beta1: float | None = None
+    num_epochs: int | None = None
+    vae_num_epochs: int | None = None
+    ebm_num_epochs: int | None = None
     gradient_accumulation_steps: int = 1
     mixed_precision: str = "no"
     channels_last: bool | None = None
@@ -65,7 +75,11 @@ class TrainingConfig:
     report_to: str = "tensorboard"
     logging_dir: str = "logs"
     save_images_steps: int | None = None
+    save_images_epochs: int | None = None
+    save_model_epochs: int | None = None
     num_sample_images: int = 64
+    eval_batch_size: int | None = None
+    logger: str | None = None
     # stage 1 (VAE)
     vae_name_or_path: str | None = None
     vae_preset: str | None = None
@@ -146,7 +160,16 @@ def build_parser() -> argparse.ArgumentParser:
         g.add_argument(f"--{prefix}learning_rate", type=float)
     g.add_argument("--lr_scheduler", help="A diffusers.optimization scheduler name (VAE: cosine, EBM: constant).")
     g.add_argument("--lr_warmup_steps", type=int)
-    g.add_argument("--adam_weight_decay", type=float)
+    g.add_argument("--adam_weight_decay", type=float, help="Weight decay of both stages' optimizers.")
+    g.add_argument("--adam_beta1", type=float, help="beta1 of both stages (defaults: VAE 0.9, EBM 0.99).")
+    g.add_argument("--adam_beta2", type=float, help="beta2 of both stages (default 0.999).")
+    g.add_argument("--adam_epsilon", type=float, help="eps of both stages (defaults: VAE 1e-3 as NVAE, EBM 1e-8).")
+    g.add_argument("--vae_adam_beta1", type=float, help="beta1 of stage 1 only.")
+    g.add_argument("--ebm_adam_beta1", type=float, help="beta1 of stage 2 only.")
+    for prefix, what in (("", "each stage"), ("vae_", "stage 1"), ("ebm_", "stage 2")):
+        g.add_argument(
+            f"--{prefix}num_epochs", type=int, help=f"Passes over the data for {what}, instead of max_train_steps."
+        )
     g.add_argument("--gradient_accumulation_steps", type=int, default=d.gradient_accumulation_steps)
     g.add_argument("--mixed_precision", choices=("no", "fp16", "bf16"), default=d.mixed_precision)
     g.add_argument(
@@ -167,7 +190,13 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--report_to", default=d.report_to, help="tensorboard, wandb, all or none.")
     g.add_argument("--logging_dir", default=d.logging_dir, help="Relative to --output_dir.")
     g.add_argument("--save_images_steps", type=int, help="Write a sample grid every N steps (always at stage end).")
-    g.add_argument("--num_sample_images", type=int, default=d.num_sample_images)
+    g.add_argument("--save_images_epochs", type=int, help="Write a sample grid every N epochs (diffusers' flag).")
+    g.add_argument(
+        "--save_model_epochs", type=int, help="Also save the pipeline into --output_dir every N epochs of a stage."
+    )
+    g.add_argument("--num_sample_images", type=int, default=d.num_sample_images, help="Images per sample grid.")
+    g.add_argument("--eval_batch_size", type=int, help="diffusers' name for --num_sample_images.")
+    g.add_argument("--logger", choices=("tensorboard", "wandb", "none"), help="diffusers' name for --report_to.")
 
     g = p.add_argument_group("stage 1: VAE")
     g.add_argument("--vae_name_or_path", help="A saved pipeline (its vae/) or a saved VAE folder.")
@@ -280,8 +309,36 @@ def check_config(config: TrainingConfig) -> None:
         value = getattr(config, name)
         if value is not None and value < 1:
             raise ValueError(f"--{name} must be >= 1, got {value}.")
+    for stage in ("", "vae_", "ebm_"):
+        steps, epochs = getattr(config, f"{stage}max_train_steps"), getattr(config, f"{stage}num_epochs")
+        if steps is not None and epochs is not None:
+            raise ValueError(f"Pass --{stage}max_train_steps or --{stage}num_epochs, not both.")
+        if epochs is not None and epochs < 1:
+            raise ValueError(f"--{stage}num_epochs must be >= 1, got {epochs}.")
+    if config.logger is not None:
+        config.report_to = config.logger  # diffusers' train_unconditional.py name
+    if config.eval_batch_size is not None:
+        config.num_sample_images = config.eval_batch_size
+    check_tracker_installed(config.report_to)
     if config.readjust_bn_batches is not None and config.readjust_bn_batches < 1:
         raise ValueError("--readjust_bn_batches must be >= 1 (use --no_readjust_bn to skip the re-estimation).")
+
+
+TRACKER_PACKAGES = {"tensorboard": ("tensorboard", "tensorboard"), "wandb": ("wandb", "wandb")}
+
+
+def check_tracker_installed(report_to: str) -> None:
+    """Fail before training (as diffusers' scripts do) when ``--report_to`` names a tracker that is not installed."""
+    names = TRACKER_PACKAGES if report_to == "all" else ([report_to] if report_to in TRACKER_PACKAGES else [])
+    for name in names:
+        module, package = TRACKER_PACKAGES[name]
+        if importlib.util.find_spec(module) is None:
+            raise ValueError(
+                f"--report_to {report_to} needs {name}, which is not installed: pip install {package} "
+                "(or pass --report_to none)."
+            )
+    if report_to not in ("none", "all", *TRACKER_PACKAGES):
+        raise ValueError(f"--report_to must be one of tensorboard, wandb, all or none, got {report_to!r}.")
 
 
 # ---------------------------------------------------------------------------------------------------- flags -> preset
@@ -313,12 +370,29 @@ def _vae_architecture(config: TrainingConfig) -> tuple[str | None, dict]:
     return class_name, {k: v for k, v in values.items() if not k.startswith("_")}
 
 
-def resolve_preset(config: TrainingConfig, sample_shape: tuple[int, ...]) -> Preset:
+def steps_per_epoch(num_samples: int, batch_size: int, num_processes: int = 1, accumulation: int = 1) -> int:
+    """Optimizer steps of one pass over ``num_samples`` (the last, partial global batch counts)."""
+    return max(1, math.ceil(num_samples / (batch_size * num_processes * accumulation)))
+
+
+def resolve_preset(
+    config: TrainingConfig, sample_shape: tuple[int, ...], num_samples: int | None = None, num_processes: int = 1
+) -> Preset:
     """The run's settings: the preset (see :func:`preset_name`; image data without one get
-    :func:`~vaebm_hub.presets.preset_for_images`) with every flag that was given applied on top."""
+    :func:`~vaebm_hub.presets.preset_for_images`) with every flag that was given applied on top. ``--num_epochs``
+    become optimizer steps for a dataset of ``num_samples`` items on ``num_processes`` processes."""
     name = preset_name(config)
     preset = get_preset(name) if name is not None else preset_for_images(sample_shape)
     c = config
+
+    def stage_steps(max_steps: int | None, epochs: int | None, preset_batch: int) -> int | None:
+        if epochs is None:
+            return max_steps
+        if num_samples is None:
+            raise ValueError("--num_epochs needs the dataset size; pass --max_train_steps instead.")
+        batch = _first(c.train_batch_size, preset_batch)
+        return epochs * steps_per_epoch(num_samples, batch, num_processes, c.gradient_accumulation_steps)
+
     sampling_space = _first(c.sampling_space, preset.ebm_training.sampling_space)
     use_buffer = c.use_buffer
     if use_buffer is None and sampling_space == "x":
@@ -328,14 +402,19 @@ def resolve_preset(config: TrainingConfig, sample_shape: tuple[int, ...]) -> Pre
         preset = dataclasses.replace(preset, vae_class=vae_class, vae=vae_kwargs)
     shared = dict(
         batch_size=c.train_batch_size, lr_scheduler=c.lr_scheduler, lr_warmup_steps=c.lr_warmup_steps,
-        weight_decay=c.adam_weight_decay,
+        weight_decay=c.adam_weight_decay, adam_beta2=c.adam_beta2, adam_eps=c.adam_epsilon,
     )  # fmt: skip
     return resolve(
         preset,
         vae_training=dict(
             shared,
-            max_train_steps=_first(c.vae_max_train_steps, c.max_train_steps),
+            max_train_steps=stage_steps(
+                _first(c.vae_max_train_steps, c.max_train_steps),
+                _first(c.vae_num_epochs, c.num_epochs),
+                preset.vae_training.batch_size,
+            ),
             learning_rate=_first(c.vae_learning_rate, c.learning_rate),
+            adam_beta1=_first(c.vae_adam_beta1, c.adam_beta1),
             kl_warmup_fraction=c.kl_warmup_fraction,
             kl_const_coeff=c.kl_const_coeff,
             kl_balance=False if c.no_kl_balance else None,
@@ -350,8 +429,13 @@ def resolve_preset(config: TrainingConfig, sample_shape: tuple[int, ...]) -> Pre
         ),  # fmt: skip
         ebm_training=dict(
             shared,
-            max_train_steps=_first(c.ebm_max_train_steps, c.max_train_steps),
+            max_train_steps=stage_steps(
+                _first(c.ebm_max_train_steps, c.max_train_steps),
+                _first(c.ebm_num_epochs, c.num_epochs),
+                preset.ebm_training.batch_size,
+            ),
             learning_rate=_first(c.ebm_learning_rate, c.learning_rate),
+            adam_beta1=_first(c.ebm_adam_beta1, c.adam_beta1),
             layout=c.ebm_layout,
             n_channel=c.ebm_n_channel,
             langevin_steps=c.langevin_steps,

@@ -37,7 +37,6 @@ from .grad_clip import clip_grad_igebm_
 from .loop import TrainingStage, first_batches, make_generator
 from .replay_buffer import ReplayBuffer, replay_probability
 
-ADAM_BETAS = (0.99, 0.999)
 FROZEN_VAE_DIR = "frozen_vae"
 
 
@@ -93,7 +92,8 @@ class EBMStage(TrainingStage):
         optimizer = torch.optim.Adam(
             self.ebm.parameters(),
             lr=self.settings.learning_rate,
-            betas=ADAM_BETAS,
+            betas=(self.settings.adam_beta1, self.settings.adam_beta2),
+            eps=self.settings.adam_eps,
             weight_decay=self.settings.weight_decay,
         )
         scheduler = get_scheduler(

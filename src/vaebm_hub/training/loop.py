@@ -12,12 +12,14 @@ from __future__ import annotations
 import hashlib
 import shutil
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from accelerate import Accelerator
+from accelerate.logging import get_logger
 from torch import nn
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
@@ -29,6 +31,7 @@ from .data_stream import BatchStream, ShardedBatchSampler
 from .divergence import DivergenceGuard
 
 RANK_STATE_FILE = "trainer_state_{}.pt"
+logger = get_logger(__name__)
 
 
 def make_generator(seed: int, purpose: str, process_index: int = 0) -> torch.Generator:
@@ -100,6 +103,7 @@ class LoopOptions:
     divergence_max_retries: int
     divergence_lr_factor: float
     divergence_threshold: float
+    save_model_steps: int | None = None  # also save the pipeline (``on_save_model``) every N steps
 
 
 def gradient_norm(parameters) -> torch.Tensor:
@@ -115,8 +119,16 @@ def weights_finite(model: nn.Module) -> torch.Tensor:
 class StageRunner:
     """Runs one stage from its start (or a checkpoint) to ``settings.max_train_steps``."""
 
-    def __init__(self, accelerator: Accelerator, stage: TrainingStage, dataset: Dataset, options: LoopOptions):
+    def __init__(
+        self,
+        accelerator: Accelerator,
+        stage: TrainingStage,
+        dataset: Dataset,
+        options: LoopOptions,
+        on_save_model: Callable[[], None] | None = None,
+    ):
         self.accelerator, self.stage, self.dataset, self.options = accelerator, stage, dataset, options
+        self.on_save_model = on_save_model
         self.guard = DivergenceGuard(
             watch=stage.watch,
             max_retries=options.divergence_max_retries,
@@ -194,6 +206,7 @@ class StageRunner:
         else:
             self.save(self.start_snapshot)
         max_steps = stage.settings.max_train_steps
+        self._log_summary(max_steps)
         stream = self._stream()
         progress = tqdm(
             total=max_steps, initial=self.step, desc=f"stage {stage.name}", disable=not acc.is_local_main_process
@@ -216,10 +229,26 @@ class StageRunner:
                     prune_checkpoints(opts.output_dir, opts.checkpoints_total_limit)
             if (opts.save_images_steps and self.step % opts.save_images_steps == 0) or self.step == max_steps:
                 self.write_samples(global_step)
+            if opts.save_model_steps and self.step % opts.save_model_steps == 0 and self.on_save_model is not None:
+                self.on_save_model()
         progress.close()
         acc.wait_for_everyone()
         if acc.is_main_process and self.start_snapshot.exists():
             shutil.rmtree(self.start_snapshot)
+
+    def _log_summary(self, max_steps: int) -> None:
+        """diffusers' "***** Running training *****" block, per stage."""
+        acc, opts, batch = self.accelerator, self.options, self.stage.settings.batch_size
+        total_batch = batch * acc.num_processes * opts.gradient_accumulation_steps
+        for line in (
+            f"***** Running training: stage {self.stage.name} *****",
+            f"  Num examples = {len(self.dataset)}",
+            f"  Instantaneous batch size per device = {batch}",
+            f"  Total train batch size (w. parallel, distributed & accumulation) = {total_batch}",
+            f"  Gradient Accumulation steps = {opts.gradient_accumulation_steps}",
+            f"  Total optimization steps = {max_steps} (starting at {self.step})",
+        ):
+            logger.info(line, main_process_only=True)
 
     def _stream(self) -> BatchStream:
         acc, opts = self.accelerator, self.options

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 import shutil
 from collections.abc import Sequence
@@ -23,12 +24,13 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from ..data.builtin import BUILTIN_DATASETS, PADDABLE_DATASETS
+from ..hub.push import create_repo_early
 from ..models import zero_energy_
 from ..models.layers import set_channels_last
 from ..presets import PRESETS, Preset
 from .checkpointing import CHECKPOINT_PREFIX, read_state, remove_stale_temporaries, resolve_resume
 from .components import check_vae_fits_data, load_training_data, load_vae, make_pipeline, new_ebm, new_vae
-from .config import TrainingConfig, check_config, parse_args, preset_name, resolve_preset
+from .config import TrainingConfig, check_config, parse_args, preset_name, resolve_preset, steps_per_epoch
 from .ebm_stage import FROZEN_VAE_DIR, EBMStage
 from .hub_upload import push_trained_pipeline, write_model_card
 from .loop import LoopOptions, StageRunner
@@ -52,7 +54,7 @@ class RunPlan:
     stages: list[str]
     resume: Path | None
     ebm_step_offset: int
-    loop: LoopOptions
+    loops: dict[str, LoopOptions]  # per stage: checkpoints, sample grids, divergence guard
     seed: int
     num_sample_images: int
     channels_last: bool | None
@@ -120,7 +122,8 @@ def plan_run(config: TrainingConfig) -> RunPlan:
         dataset_config_name=config.dataset_config_name, cache_dir=config.cache_dir, seed=config.seed,
     )  # fmt: skip
     shape = tuple(dataset.sample_shape)
-    settings = resolve_preset(config, shape)
+    num_processes = int(os.environ.get("WORLD_SIZE", "1"))
+    settings = resolve_preset(config, shape, num_samples=len(dataset), num_processes=num_processes)
     if vae_path is not None:
         vae = load_vae(vae_path)
     else:
@@ -133,17 +136,25 @@ def plan_run(config: TrainingConfig) -> RunPlan:
         offset = read_state(resume)["step_offset"]
     else:
         offset = settings.vae_training.max_train_steps if "vae" in stages else 0
-    loop = LoopOptions(
-        output_dir=output_dir, seed=config.seed, step_offset=0,
-        gradient_accumulation_steps=config.gradient_accumulation_steps,
-        checkpointing_steps=config.checkpointing_steps, checkpoints_total_limit=config.checkpoints_total_limit,
-        save_images_steps=config.save_images_steps, dataloader_num_workers=config.dataloader_num_workers,
-        random_flip=config.random_flip, divergence_max_retries=config.divergence_max_retries,
-        divergence_lr_factor=config.divergence_lr_factor, divergence_threshold=config.divergence_threshold,
-    )  # fmt: skip
+    loops = {}
+    for stage, stage_settings in (("vae", settings.vae_training), ("ebm", settings.ebm_training)):
+        epoch = steps_per_epoch(
+            len(dataset), stage_settings.batch_size, num_processes, config.gradient_accumulation_steps
+        )
+        image_steps = config.save_images_steps or (config.save_images_epochs and config.save_images_epochs * epoch)
+        loops[stage] = LoopOptions(
+            output_dir=output_dir, seed=config.seed, step_offset=offset if stage == "ebm" else 0,
+            gradient_accumulation_steps=config.gradient_accumulation_steps,
+            checkpointing_steps=config.checkpointing_steps, checkpoints_total_limit=config.checkpoints_total_limit,
+            save_images_steps=image_steps,
+            dataloader_num_workers=config.dataloader_num_workers, random_flip=config.random_flip,
+            divergence_max_retries=config.divergence_max_retries, divergence_lr_factor=config.divergence_lr_factor,
+            divergence_threshold=config.divergence_threshold,
+            save_model_steps=config.save_model_epochs and config.save_model_epochs * epoch,
+        )  # fmt: skip
     return RunPlan(
         settings=settings, output_dir=output_dir, dataset=dataset, vae=vae, stages=stages, resume=resume,
-        ebm_step_offset=offset, loop=loop, seed=config.seed, num_sample_images=config.num_sample_images,
+        ebm_step_offset=offset, loops=loops, seed=config.seed, num_sample_images=config.num_sample_images,
         channels_last=config.channels_last, card_rows=card_rows(config, settings, stages),
         dataset_name=config.dataset_name, hub_model_id=config.hub_model_id,
     )  # fmt: skip
@@ -197,19 +208,24 @@ def execute(plan: RunPlan, accelerator: Accelerator) -> None:
     channels_last = plan.channels_last if plan.channels_last is not None else accelerator.device.type == "cpu"
     set_channels_last(vae, channels_last)
     common = dict(seed=plan.seed, process_index=accelerator.process_index, num_sample_images=plan.num_sample_images)
+    placeholder = zero_energy_(new_ebm(settings.ebm_training, shape, plan.seed))
+
+    def vae_pipeline():
+        return make_pipeline(vae, placeholder, settings.ebm_training, settings.sampling)
+
     if "vae" in plan.stages:
         stage = VAEStage(vae, settings.vae_training, **common)
-        StageRunner(accelerator, stage, plan.dataset, plan.loop).run(resume)
+        save = lambda: save_pipeline(accelerator, vae_pipeline(), plan)  # noqa: E731
+        StageRunner(accelerator, stage, plan.dataset, plan.loops["vae"], on_save_model=save).run(resume)
         vae, resume = stage.finished_vae(), None
-        placeholder = zero_energy_(new_ebm(settings.ebm_training, shape, plan.seed))
-        save_pipeline(accelerator, make_pipeline(vae, placeholder, settings.ebm_training, settings.sampling), plan)
+        save_pipeline(accelerator, vae_pipeline(), plan)
         accelerator.free_memory()
     if "ebm" in plan.stages:
         ebm = new_ebm(settings.ebm_training, shape, plan.seed)
         set_channels_last(ebm, channels_last)
         stage = EBMStage(vae, ebm, settings.ebm_training, settings.sampling, device=accelerator.device, **common)
-        loop = dataclasses.replace(plan.loop, step_offset=plan.ebm_step_offset)
-        StageRunner(accelerator, stage, plan.dataset, loop).run(resume)
+        save = lambda: save_pipeline(accelerator, stage.pipeline(), plan)  # noqa: E731
+        StageRunner(accelerator, stage, plan.dataset, plan.loops["ebm"], on_save_model=save).run(resume)
         save_pipeline(accelerator, stage.pipeline(), plan)
         accelerator.free_memory()
 
@@ -217,6 +233,8 @@ def execute(plan: RunPlan, accelerator: Accelerator) -> None:
 def run(config: TrainingConfig) -> Path:
     """Plan, train and save (and push, with ``--push_to_hub``) as ``main`` does; returns the output folder."""
     plan = plan_run(config)
+    if config.push_to_hub and int(os.environ.get("RANK", "0")) == 0:
+        create_repo_early(config.hub_model_id, token=config.hub_token, private=config.hub_private_repo)
     accelerator = make_accelerator(
         config.output_dir, gradient_accumulation_steps=config.gradient_accumulation_steps,
         mixed_precision=config.mixed_precision, report_to=config.report_to, logging_dir=config.logging_dir,
@@ -251,5 +269,7 @@ def train(output_dir: str | os.PathLike, *, dataset_name: str | None = None, **o
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``accelerate launch examples/train.py``."""
+    if not logging.getLogger().handlers:  # as diffusers' training scripts: INFO lines with time and level
+        logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", level=logging.INFO)
     run(parse_args(argv))
     return 0

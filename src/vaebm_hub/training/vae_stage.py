@@ -105,6 +105,7 @@ class VAEStage(TrainingStage):
             self.vae.parameters(),
             lr=self.settings.learning_rate,
             weight_decay=self.settings.weight_decay,
+            betas=(self.settings.adam_beta1, self.settings.adam_beta2),
             eps=self.settings.adam_eps,
         )
         scheduler = get_scheduler(
