@@ -1,8 +1,10 @@
 """Claim 1: VAEBM improves its own VAE's samples (paper Tables 1-3: NVAE FID 51.67 -> VAEBM 12.19 on CIFAR-10).
 
-At CPU scale: FD_clf minus its real-vs-real floor, precision and recall of the VAE (K = 0) and of VAEBM after K
-Langevin steps from the same initial noise, on 8x8 digits and MNIST. ``gap_closed`` is the share of the VAE's gap to
-the floor that the best chain length removes: ``1 - min_K>0 (FD_K - floor_K) / (FD_0 - floor_0)``.
+At CPU scale, on 8x8 digits and MNIST, with the trainer's defaults (the ``digits`` and ``mnist`` presets, no
+overrides): the VAE (K = 0) and VAEBM after K Langevin steps from the same initial noise. Each row is scored in two
+feature spaces that share nothing — the evaluation classifier's (FD_clf) and a fixed random embedding (FD_rand) —
+and the claim counts only where both agree. ``gap_closed`` is the share of the VAE's gap to the real-vs-real floor
+that the best chain length removes: ``1 - min_K>0 (FD_K - floor) / (FD_0 - floor)``.
 """
 
 from __future__ import annotations
@@ -10,17 +12,41 @@ from __future__ import annotations
 from .context import Context
 
 TITLE = "VAEBM improves its own VAE's samples"
-TARGET = "on MNIST, VAEBM closes >= 3/4 of its VAE's FD_clf gap to the floor (gap_closed >= 0.75)"
+TARGET = (
+    "digits and MNIST, trainer defaults: >= 50% of VAE samples classified with confidence > 0.9; VAEBM closes "
+    ">= 75% of the VAE's gap to the floor at its best K and K = 100 is no worse than the VAE, in both feature spaces"
+)
 TARGET_GAP_CLOSED = 0.75
-ROW_KEYS = ("langevin_steps", "fd_clf", "fd_floor", "fd_minus_floor", "precision", "recall", "kernel_distance",
+TARGET_CONFIDENT = 0.5
+SPACES = {"clf": "fd_minus_floor", "rand": "fd_rand_minus_floor"}
+ROW_KEYS = ("langevin_steps", "fd_clf", "fd_floor", "fd_minus_floor", "fd_rand", "fd_rand_floor",
+            "fd_rand_minus_floor", "precision", "recall", "kernel_distance", "confident_fraction",
             "sampling_seconds")  # fmt: skip
+NUM_SAMPLES = {"digits": 359, "mnist": 1000}
 
 
-def gap_closed(rows: list[dict]) -> tuple[float, int]:
+def gap_closed(rows: list[dict], key: str = "fd_minus_floor") -> tuple[float, int]:
     """(share of the K = 0 gap to the floor removed by the best K > 0, that K); rows start with K = 0."""
-    vae_gap = rows[0]["fd_minus_floor"]
-    best = min(rows[1:], key=lambda r: r["fd_minus_floor"])
-    return 1.0 - best["fd_minus_floor"] / vae_gap, best["langevin_steps"]
+    vae_gap = rows[0][key]
+    best = min(rows[1:], key=lambda r: r[key])
+    return 1.0 - best[key] / vae_gap, best["langevin_steps"]
+
+
+def verdict(rows: list[dict]) -> dict:
+    """Every part of the target for one dataset's rows (K = 0 first, the longest chain last)."""
+    spaces = {}
+    for space, key in SPACES.items():
+        closed, best_k = gap_closed(rows, key)
+        spaces[space] = {
+            "gap_closed": closed,
+            "best_langevin_steps": best_k,
+            "longest_no_worse": bool(rows[-1][key] <= rows[0][key]),
+        }
+    confident = rows[0]["confident_fraction"]
+    met = confident >= TARGET_CONFIDENT and all(
+        s["gap_closed"] >= TARGET_GAP_CLOSED and s["longest_no_worse"] for s in spaces.values()
+    )
+    return {"vae_confident_fraction": confident, "spaces": spaces, "met": bool(met)}
 
 
 def training_runs(ctx: Context) -> tuple[str, ...]:
@@ -29,28 +55,26 @@ def training_runs(ctx: Context) -> tuple[str, ...]:
 
 
 def run(ctx: Context) -> dict:
-    datasets = training_runs(ctx)
     chain_lengths = ctx.size(full=(0, 10, 30, 100), fast=(0, 2))
     results = {}
-    for dataset in datasets:
-        num_samples = ctx.size(full={"digits": 359, "mnist": 500}[dataset], fast=40)
+    for dataset in training_runs(ctx):
+        num_samples = ctx.size(full=NUM_SAMPLES[dataset], fast=40)
         evaluation = ctx.evaluation(dataset, dataset, num_samples, chain_lengths)
         rows = [{key: row[key] for key in ROW_KEYS} for row in evaluation["rows"]]
-        closed, best_k = gap_closed(rows)
+        check = verdict(rows)
         results[dataset] = {
             "num_samples": num_samples,
             "classifier_test_accuracy": evaluation["meta"]["classifier_test_accuracy"],
             "rows": rows,
-            "gap_closed": closed,
-            "best_langevin_steps": best_k,
+            "gap_closed": check["spaces"]["clf"]["gap_closed"],
+            "best_langevin_steps": check["spaces"]["clf"]["best_langevin_steps"],
+            "verdict": check,
             "figure": f"figures/{dataset}/samples.png",
         }
-    target_dataset = "mnist" if "mnist" in results else "digits"
     return {
         "claim": 1,
         "title": TITLE,
         "target": TARGET,
-        "target_dataset": target_dataset,
-        "target_met": bool(results[target_dataset]["gap_closed"] >= TARGET_GAP_CLOSED),
         "datasets": results,
+        "target_met": all(r["verdict"]["met"] for r in results.values()),
     }

@@ -3,7 +3,8 @@ MCMC initialised from NVAE samples scores FID 48.89 against VAEBM's 12.96).
 
 At CPU scale, on 8x8 digits: the ablation's EBM is trained by the package trainer with ``--sampling_space x`` on the
 same frozen VAE as VAEBM (same steps, step size and chain length K = 10 during training) and sampled with
-:class:`~vaebm_hub.pipelines.x_space.XSpaceSampler` from the same initial noise as VAEBM; both are compared at every K.
+:class:`~vaebm_hub.pipelines.x_space.XSpaceSampler` from the same initial noise as VAEBM; both are compared at every K,
+in the classifier's features (FD_clf) and in the fixed random embedding (FD_rand).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from .claim_gain import ROW_KEYS
 from .context import Context
 
 TITLE = "Sampling in eps-space beats sampling in x-space"
-TARGET = "VAEBM (eps-space chains) has a lower FD_clf than the x-space EBM at every K > 0"
+TARGET = "VAEBM (eps-space chains) has a lower FD than the x-space EBM at every K > 0, in both feature spaces"
 DATASET = "digits"
 
 
@@ -37,8 +38,8 @@ def run(ctx: Context) -> dict:
         quality = sample_quality(samples, reference, DATASET)
         metrics = {key: quality[key] for key in ROW_KEYS if key in quality}
         rows.append({"space": "x", "langevin_steps": k, **metrics, "sampling_seconds": seconds})
-    fd = {(r["space"], r["langevin_steps"]): r["fd_clf"] for r in rows}
-    eps_better = {k: bool(fd["eps", k] < fd["x", k]) for k in chain_lengths if k > 0}
+    fd = {(r["space"], r["langevin_steps"]): (r["fd_clf"], r["fd_rand"]) for r in rows}
+    eps_better = {k: bool(all(e < x for e, x in zip(fd["eps", k], fd["x", k]))) for k in chain_lengths if k > 0}
     return {
         "claim": 2,
         "title": TITLE,

@@ -1,7 +1,8 @@
 """Claim 5 (our own sanity check, not a paper table): on the 2-D 25-Gaussians toy the EBM pulls the VAE's blurred
 samples back onto the modes while keeping all 25 of them.
 
-MLP VAE and MLP energy network at the ``gaussians25`` training defaults (:mod:`vaebm_hub.training.defaults`).
+MLP VAE and MLP energy network at the ``gaussians25`` preset (:mod:`vaebm_hub.presets`): chains on the latent noise
+alone, the sample being the decoder mean (``pixel_noise=False``).
 Metrics on the true mixture (centres {-4,-2,0,2,4}^2, sigma 0.05): the share of samples within 3 sigma of a centre,
 modes hit by such a sample, the reverse KL of their histogram to uniform, and the mean log-density of the samples
 under the true mixture.
@@ -12,7 +13,8 @@ from __future__ import annotations
 from .context import Context
 
 TITLE = "25-Gaussians toy: VAE vs VAEBM"
-TARGET = "VAEBM raises the within-3-sigma share over its VAE while covering all 25 modes"
+TARGET = "VAEBM: >= 0.5 of samples within 3 sigma of a mode, all 25 modes covered, >= 3x its VAE's share"
+TARGET_SHARE, TARGET_RATIO = 0.5, 3.0
 DATASET = "gaussians25"
 ROW_KEYS = ("langevin_steps", "high_quality_fraction", "modes_covered", "reverse_kl", "mean_log_density",
             "sampling_seconds")  # fmt: skip
@@ -42,6 +44,8 @@ def run(ctx: Context) -> dict:
         "rows": rows,
         "figure": f"figures/{DATASET}/samples.png",
         "target_met": bool(
-            best["high_quality_fraction"] > rows[0]["high_quality_fraction"] and best["modes_covered"] == 25
+            best["high_quality_fraction"] >= TARGET_SHARE
+            and best["high_quality_fraction"] >= TARGET_RATIO * rows[0]["high_quality_fraction"]
+            and best["modes_covered"] == 25
         ),
     }

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import torch
 
-from . import claim_gain, claim_modes, claim_ood, claim_sampling_space, claim_toy
+from . import claim_gain, claim_modes, claim_ood, claim_sampling_space, claim_toy, claim_wall_time
 from .context import Context
 from .results_doc import results_markdown
 
-CLAIMS = {1: claim_gain, 2: claim_sampling_space, 3: claim_modes, 4: claim_ood, 5: claim_toy}
+CLAIMS = {1: claim_gain, 2: claim_sampling_space, 3: claim_modes, 4: claim_ood, 5: claim_toy, 6: claim_wall_time}
 
 
 def _strict_json(value):
