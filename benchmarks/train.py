@@ -28,6 +28,7 @@ from torch.utils.data import TensorDataset
 
 from vaebm_hub import VAEBMVAE, VAEBMEnergyModel
 from vaebm_hub.data import load_array_dataset
+from vaebm_hub.models.layers import reference_kernels, set_channels_last
 from vaebm_hub.pipelines.langevin_chain import ChainOutput
 from vaebm_hub.pipelines.potential import vaebm_potential
 from vaebm_hub.presets import get_preset, resolve
@@ -49,6 +50,8 @@ CONFIGS = {
     ),
 }  # fmt: skip
 BATCH_SIZE = {"digits": 64, "random": 32}
+EAGER = "trainer, eager kernels (before the fast path)"
+CHANNELS_LAST = "trainer + channels_last (the CPU default)"
 
 
 class _Dataset(TensorDataset):
@@ -122,17 +125,24 @@ def steps_per_second(runners: dict[str, StageRunner], iterations: int, repeats: 
     """Per runner, the median over ``repeats`` of ``iterations / wall time`` of ``iterations`` optimizer steps
     (after a warm-up step). Runners take turns within each repeat, so load changes hit them alike. The frozen
     VAE's ``requires_grad`` is set per runner (the baseline variants toggle it)."""
-    streams = {name: BatchStream(r.dataset, r.stage.optim.batch_size, seed=0) for name, r in runners.items()}
+    streams = {name: BatchStream(r.dataset, r.stage.settings.batch_size, seed=0) for name, r in runners.items()}
     rates: dict[str, list[float]] = {name: [] for name in runners}
     for repeat in range(repeats + 1):
         for name, runner in runners.items():
-            if isinstance(runner.stage, EBMStage):
-                runner.stage.vae.requires_grad_("param_grads" in getattr(runner.stage, "waste", ()))
-            start = time.perf_counter()
-            for _ in range(iterations if repeat else 1):
-                runner.optimizer_step(streams[name])
+            stage = runner.stage
+            if isinstance(stage, EBMStage):
+                stage.vae.requires_grad_("param_grads" in getattr(stage, "waste", ()))
+            layout = getattr(stage, "channels_last", False)
+            for model in (getattr(stage, "vae", None), getattr(stage, "ebm", None)):
+                if model is not None:
+                    set_channels_last(model, layout)
+            with reference_kernels(getattr(stage, "eager_kernels", False)):
+                start = time.perf_counter()
+                for _ in range(iterations if repeat else 1):
+                    runner.optimizer_step(streams[name])
+                elapsed = time.perf_counter() - start
             if repeat:
-                rates[name].append(iterations / (time.perf_counter() - start))
+                rates[name].append(iterations / elapsed)
     return {name: statistics.median(r) for name, r in rates.items()}
 
 
@@ -158,13 +168,14 @@ def measure(spec: dict, iterations: int, repeats: int, scratch: Path) -> dict:
 
     variants = {"baseline (all three)": WASTE}
     variants.update({f"baseline without {w}": tuple(x for x in WASTE if x != w) for w in WASTE})
-    variants["trainer"] = None
+    variants.update({EAGER: None, "trainer": None, CHANNELS_LAST: None})
     runners = {}
     for label, waste in variants.items():
         torch.manual_seed(1)
         ebm = VAEBMEnergyModel(in_channels=shape[0], sample_size=shape[-1], **spec["ebm"])
         if waste is None:
             stage = EBMStage(frozen, ebm, s2, preset.sampling, device=torch.device("cpu"), **common)
+            stage.eager_kernels, stage.channels_last = label == EAGER, label == CHANNELS_LAST
         else:
             stage = BaselineEBMStage(
                 frozen, ebm, s2, preset.sampling, device=torch.device("cpu"), waste=waste, **common
@@ -180,6 +191,7 @@ def measure(spec: dict, iterations: int, repeats: int, scratch: Path) -> dict:
         "vae_steps_per_second": round(vae_rate, 3),
         "ebm_steps_per_second": {label: round(rate, 3) for label, rate in rates.items()},
         "ebm_speedup": round(rates["trainer"] / rates["baseline (all three)"], 3),
+        "fast_path_time_ratio": round(rates[EAGER] / max(rates["trainer"], rates[CHANNELS_LAST]), 3),
     }
 
 
@@ -199,6 +211,7 @@ def markdown(report: dict) -> str:
             "|---|---|",
             *(f"| {label} | {rate} |" for label, rate in r["ebm_steps_per_second"].items()),
             f"| speed-up, trainer vs baseline | {r['ebm_speedup']}x |",
+            f"| iteration time, best fast path / eager kernels | {r['fast_path_time_ratio']} |",
         ]
     lines += [
         "",

@@ -11,7 +11,9 @@ Conventions follow the NVAE / VAEBM papers so that official checkpoints map onto
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Iterator
 
 import torch
 import torch.nn.functional as F
@@ -25,9 +27,29 @@ def soft_clamp(x: torch.Tensor, bound: float = 5.0) -> torch.Tensor:
     return torch.tanh(x / bound) * bound
 
 
+_REFERENCE_KERNELS = False
+
+
+def reference_kernels_enabled() -> bool:
+    return _REFERENCE_KERNELS
+
+
+@contextlib.contextmanager
+def reference_kernels(enabled: bool = True) -> Iterator[None]:
+    """Inside, the networks run the plain eager formulas this package used before its fast path — Swish as
+    ``x * sigmoid(x)`` and eval-mode batch norm as its own op (not folded into the neighbouring convolutions) — so
+    that benchmarks can time both in one process. Outputs agree to float32 rounding."""
+    global _REFERENCE_KERNELS
+    previous, _REFERENCE_KERNELS = _REFERENCE_KERNELS, enabled
+    try:
+        yield
+    finally:
+        _REFERENCE_KERNELS = previous
+
+
 def swish(x: torch.Tensor) -> torch.Tensor:
     """``x * sigmoid(x)`` (one fused kernel: about 2x faster than the two-op form on CPU, forward and backward)."""
-    return F.silu(x)
+    return x * torch.sigmoid(x) if _REFERENCE_KERNELS else F.silu(x)
 
 
 class Swish(nn.Module):
@@ -48,14 +70,22 @@ def normalize_weight(weight: torch.Tensor, log_weight_norm: torch.Tensor) -> tor
     return torch.exp(log_weight_norm) * weight / (norm + WEIGHT_NORM_EPS)
 
 
-def conv2d_forward(conv: nn.Conv2d, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """``conv`` applied to ``x`` with ``weight``, in channels-last memory layout when ``conv.channels_last`` is set
-    (see :func:`set_channels_last`). The parameters keep torch's default layout either way (so state dicts and
-    safetensors files are unchanged); only the per-call weight copy and the activations are channels-last."""
+def conv2d_forward_with(
+    conv: nn.Conv2d, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
+) -> torch.Tensor:
+    """``conv``'s convolution (stride, padding, groups) of ``x`` with the given ``weight`` and ``bias``, in
+    channels-last memory layout when ``conv.channels_last`` is set (see :func:`set_channels_last`). The parameters
+    keep torch's default layout either way (so state dicts and safetensors files are unchanged); only the per-call
+    weight copy and the activations are channels-last."""
     if getattr(conv, "channels_last", False):
         weight = weight.contiguous(memory_format=torch.channels_last)
         x = x.contiguous(memory_format=torch.channels_last)
-    return conv._conv_forward(x, weight, conv.bias)
+    return conv._conv_forward(x, weight, bias)
+
+
+def conv2d_forward(conv: nn.Conv2d, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """``conv`` applied to ``x`` with ``weight`` and its own bias (see :func:`conv2d_forward_with`)."""
+    return conv2d_forward_with(conv, x, weight, conv.bias)
 
 
 def set_channels_last(module: nn.Module, enabled: bool = True) -> int:

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .layers import WNConv2d, swish
+from .layers import WNConv2d, conv2d_forward_with, reference_kernels_enabled, swish
 
 BN_EPS = 1e-5
 BN_MOMENTUM = 0.05
@@ -99,8 +99,22 @@ class ConvBNSwish(nn.Module):
         return self.conv(x)
 
 
+def _bn_scale_shift(bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
+    """Eval-mode batch norm as the affine map ``x * scale + shift`` per channel."""
+    scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+    return scale, bn.bias - bn.running_mean * scale
+
+
 class InvertedResidual(nn.Module):
-    """The ``mconv_e{ex}k5g0`` primitive: ``[up] BN, 1x1 expand, depthwise 5x5, 1x1 project, BN`` in ``conv``."""
+    """The ``mconv_e{ex}k5g0`` primitive: ``[up] BN, 1x1 expand, depthwise 5x5, 1x1 project, BN`` in ``conv``.
+
+    In eval mode every batch norm is folded into the convolution beside it, so the cell runs three convolutions and
+    two Swishes and no normalisation pass over the activations: the input BN into the 1x1 expansion (a 1x1
+    convolution has no padding, so folding a per-channel affine map in front of it is exact), each BN that follows a
+    convolution into that convolution. The folded weights are computed from the parameters and running statistics at
+    every call (they are small), so nothing is cached that a weight update, ``load_state_dict`` or ``train()`` could
+    leave stale, and gradients (to inputs or parameters) are those of the unfolded cell. The state dict is unchanged.
+    """
 
     def __init__(self, in_channels: int, out_channels: int, stride: int, expansion: int, kernel_size: int = 5) -> None:
         super().__init__()
@@ -116,9 +130,29 @@ class InvertedResidual(nn.Module):
             BatchNorm(out_channels),
         ]
         self.conv = nn.Sequential(*layers)
+        self.upsample = stride == -1
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv(x)
+        if self.training or reference_kernels_enabled():
+            return self.conv(x)
+        return self._folded_forward(x)
+
+    def _folded_forward(self, x: torch.Tensor) -> torch.Tensor:
+        offset = 1 if self.upsample else 0
+        bn_in, expand, depthwise, project, bn_out = (self.conv[offset + i] for i in range(5))
+        if self.upsample:
+            x = F.interpolate(x, scale_factor=2, mode="nearest")
+        scale_in, shift_in = _bn_scale_shift(bn_in.bn)
+        conv1, conv2, conv3 = expand.conv[0], depthwise.conv[0], project
+        # 1x1 expand: conv(x * a + b) = conv'(x) with W' = W diag(a), bias W b; then its BN.
+        w1 = conv1.weight * scale_in.view(1, -1, 1, 1)
+        b1 = (conv1.weight.flatten(1) @ shift_in).view(-1)
+        s1, t1 = _bn_scale_shift(expand.conv[1])
+        h = swish(conv2d_forward_with(conv1, x, w1 * s1.view(-1, 1, 1, 1), b1 * s1 + t1))
+        s2, t2 = _bn_scale_shift(depthwise.conv[1])
+        h = swish(conv2d_forward_with(conv2, h, conv2.weight * s2.view(-1, 1, 1, 1), t2))
+        s3, t3 = _bn_scale_shift(bn_out.bn)
+        return conv2d_forward_with(conv3, h, conv3.weight * s3.view(-1, 1, 1, 1), t3)
 
 
 def make_primitive(name: str, in_channels: int, out_channels: int, stride: int) -> nn.Module:
