@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 from conftest import OFFICIAL
@@ -72,3 +73,53 @@ def test_model_index_of_the_converted_pipeline(converted):
 def test_unknown_verb_exits_with_usage():
     with pytest.raises(SystemExit):
         main(["frobnicate"])
+
+
+def test_version_module_entry_point_and_one_line_errors(tmp_path):
+    import subprocess
+    import sys
+
+    import vaebm_hub
+
+    out = subprocess.run([sys.executable, "-m", "vaebm_hub", "--version"], capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.strip() == f"vaebm-hub {vaebm_hub.__version__}"
+    bad = subprocess.run(
+        [sys.executable, "-m", "vaebm_hub", "sample", str(tmp_path / "nothing-here")], capture_output=True, text=True
+    )
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr
+    assert bad.stderr.startswith("vaebm-hub: error:") and len(bad.stderr.strip().splitlines()) == 2
+
+
+def test_every_flag_has_help_text():
+    from vaebm_hub.cli import build_parser
+
+    parser = build_parser()
+    verbs = next(a for a in parser._actions if a.dest == "verb").choices
+    for name, sub in verbs.items():
+        if name == "train":
+            continue  # the trainer's own parser, checked below
+        for action in sub._actions:
+            assert action.help, f"vaebm-hub {name} {action.option_strings or action.dest} has no help"
+    from vaebm_hub.training import build_parser as train_parser
+
+    missing = [a.option_strings for a in train_parser()._actions if a.help is None]
+    assert missing == [], missing
+
+
+def test_sample_in_half_precision_and_evaluate_an_image_folder(converted, tmp_path):
+    from PIL import Image
+
+    grid = tmp_path / "grid.png"
+    main(["sample", str(converted), "--num_images", "2", "--steps", "1", "--dtype", "bfloat16", "--output", str(grid)])
+    assert Image.open(grid).size == (2 * 32, 32)
+    folder = tmp_path / "images"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(16):
+        Image.fromarray((rng.random((32, 32, 3)) * 255).astype(np.uint8)).save(folder / f"{i}.png")
+    out = tmp_path / "eval"
+    main(["evaluate", str(converted), "--train_data_dir", str(folder), "--output_dir", str(out),
+          "--num_samples", "8", "--chain_lengths", "0,1"])  # fmt: skip
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert [r["langevin_steps"] for r in metrics["rows"]] == [0, 1] and metrics["rows"][0]["fd_rand"] > 0
+    assert (out / "samples.png").is_file()

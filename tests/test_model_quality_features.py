@@ -188,3 +188,30 @@ def test_the_fast_path_matches_the_eager_formulas_and_changes_no_weights():
         changed = vae.noise_to_data(eps).x
         with reference_kernels():
             torch.testing.assert_close(changed, vae.noise_to_data(eps).x, rtol=1e-5, atol=1e-6)
+
+
+def test_the_step_size_rule_on_a_linear_decoder():
+    """For x = W z the gain is ||W||_F / sqrt(D_x), so eta = (f s sqrt(D_x) / ||W||_F)^2."""
+    from vaebm_hub import VAEBMMLPVAE
+    from vaebm_hub.pipelines.step_size import decoder_gain, suggest_step_size
+
+    torch.manual_seed(0)
+    vae = VAEBMMLPVAE(in_features=3, latent_dim=4, num_layers=0).eval()
+    weight = vae.decoder[0].weight[:3]  # the mean rows of the linear decoder
+    expected_gain = float(weight.norm() / 3**0.5)
+    assert abs(decoder_gain(vae, pixel_noise=False, num_samples=4096) - expected_gain) < 0.05 * expected_gain
+    data = 0.5 * torch.randn(10000, 3, generator=torch.Generator().manual_seed(1))
+    eta = suggest_step_size(vae, data, pixel_noise=False, fraction=0.02)
+    assert abs(eta - (0.02 * 0.5 / expected_gain) ** 2) < 0.15 * eta
+
+
+def test_an_auto_step_size_is_resolved_when_stage_two_starts_and_recorded(tmp_path):
+    from vaebm_hub.training import main
+
+    out = tmp_path / "toy"
+    main(["--dataset_name", "gaussians25", "--vae_max_train_steps", "20", "--ebm_max_train_steps", "2",
+          "--output_dir", str(out), "--report_to", "none"])  # fmt: skip
+    pipe = VAEBMPipeline.from_pretrained(out)
+    step = pipe.scheduler.config.step_size
+    assert isinstance(step, float) and 0 < step < 1 and pipe.config.pixel_noise is False
+    assert f"| `ebm_training.langevin_step_size` | {step:g} |" in (out / "README.md").read_text()

@@ -9,6 +9,7 @@ metrics.json, samples.png, energy_histogram.png).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -35,7 +36,8 @@ def _sample(args: argparse.Namespace) -> None:
     from .figures import image_grid
     from .pipelines import VAEBMPipeline
 
-    pipe = VAEBMPipeline.from_pretrained(args.model).to(args.device)
+    pipe = VAEBMPipeline.from_pretrained(args.model, variant=args.variant)
+    pipe = pipe.to(device=args.device, dtype=getattr(torch, args.dtype))  # the chain itself stays float32
     out = pipe(
         batch_size=args.num_images,
         num_inference_steps=args.steps,
@@ -86,8 +88,13 @@ def _evaluate(args: argparse.Namespace) -> None:
     from .evaluation import evaluate_pipeline, format_report
     from .pipelines import VAEBMPipeline
 
+    if (args.dataset is None) == (args.train_data_dir is None):
+        raise UserError("pass --dataset (a built-in) or --train_data_dir (a folder of images), one of the two")
     pipe = VAEBMPipeline.from_pretrained(args.model).to(args.device)
     pipe.set_progress_bar_config(disable=True)
+    if args.train_data_dir is not None:
+        _evaluate_folder(args, pipe)
+        return
     options = {
         "num_samples": args.num_samples,
         "chain_lengths": args.chain_lengths,
@@ -107,6 +114,28 @@ def _evaluate(args: argparse.Namespace) -> None:
     print(f"Wrote metrics.json, samples.png and energy_histogram.png to {args.output_dir}")
 
 
+def _evaluate_folder(args: argparse.Namespace, pipe) -> None:
+    import numpy as np
+
+    from .data import build_train_dataset
+    from .evaluation.folder import evaluate_image_folder
+
+    channels, size, _ = pipe.vae.data_shape
+    dataset = build_train_dataset(None, args.train_data_dir, resolution=size, channels=channels, center_crop=True)
+    images = np.stack([dataset[i].numpy() for i in range(len(dataset))])
+    options = {"num_samples": args.num_samples, "chain_lengths": args.chain_lengths, "seed": args.seed,
+               "batch_size": args.batch_size}  # fmt: skip
+    result = evaluate_image_folder(
+        pipe, images, output_dir=args.output_dir, **{k: v for k, v in options.items() if v is not None}
+    )
+    for row in result["rows"]:
+        print(
+            f"K={row['langevin_steps']:>4}  FD_rand {row['fd_rand']:.3f} (floor {row['fd_rand_floor']:.3f})  "
+            f"precision {row['precision_rand']:.3f}  recall {row['recall_rand']:.3f}  E {row['energy_mean']:.2f}"
+        )
+    print(f"Wrote metrics.json, samples.png and energy_histogram.png to {args.output_dir}")
+
+
 def _add_threads_flag(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--num_threads",
@@ -116,8 +145,21 @@ def _add_threads_flag(parser: argparse.ArgumentParser) -> None:
     )
 
 
+class UserError(ValueError):
+    """A mistake in the command line, reported as one line (no traceback)."""
+
+
+DTYPES = ("float32", "float16", "bfloat16")
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
     parser = argparse.ArgumentParser(prog="vaebm-hub", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--version", action="version", version=f"vaebm-hub {__version__}")
+    parser.add_argument(
+        "--debug", action="store_true", help="show the full traceback of an error (also VAEBM_HUB_DEBUG=1)"
+    )
     verbs = parser.add_subparsers(dest="verb", required=True)
 
     convert = verbs.add_parser("convert", help="convert official NVAE (+ VAEBM EBM) checkpoints to a pipeline")
@@ -131,24 +173,28 @@ def build_parser() -> argparse.ArgumentParser:
 
     sample = verbs.add_parser("sample", help="sample a saved pipeline into an image grid")
     sample.add_argument("model", help="pipeline folder or Hub id")
-    sample.add_argument("--num_images", type=int, default=16)
+    sample.add_argument("--num_images", type=int, default=16, help="how many samples the grid shows")
     sample.add_argument("--steps", type=int, default=None, help="Langevin steps (default: the scheduler's)")
-    sample.add_argument("--step_size", type=float, default=None)
-    sample.add_argument("--temperature", type=float, default=1.0)
-    sample.add_argument("--potential", choices=["exact", "official"], default=None)
-    sample.add_argument("--seed", type=int, default=0)
+    sample.add_argument("--step_size", type=float, default=None, help="Langevin step size (default: the scheduler's)")
+    sample.add_argument("--temperature", type=float, default=1.0, help="the VAE prior's temperature (1 = the paper)")
+    sample.add_argument(
+        "--potential", choices=["exact", "official"], default=None, help="Langevin potential (default: the saved one)"
+    )
+    sample.add_argument("--seed", type=int, default=0, help="seed of the torch.Generator of every draw")
+    sample.add_argument("--dtype", choices=DTYPES, default="float32", help="the networks' precision")
+    sample.add_argument("--variant", default=None, help="load weights saved as a variant (e.g. fp16)")
     sample.add_argument("--upscale", type=int, default=1, help="nearest-neighbour upscaling of each image")
-    sample.add_argument("--device", default="cpu")
+    sample.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
     _add_threads_flag(sample)
-    sample.add_argument("--output", default="samples.png")
+    sample.add_argument("--output", default="samples.png", help="PNG file of the grid")
     sample.set_defaults(func=_sample)
 
     push = verbs.add_parser("push", help="upload a saved pipeline (safetensors, configs, card) to the Hub")
     push.add_argument("model", help="pipeline folder")
-    push.add_argument("--repo_id", required=True)
+    push.add_argument("--repo_id", required=True, help="Hub repository, e.g. your-name/vaebm-digits")
     push.add_argument("--token", default=None, help="defaults to HF_TOKEN or the stored login")
-    push.add_argument("--private", action="store_true")
-    push.add_argument("--variant", default=None)
+    push.add_argument("--private", action="store_true", help="create the repository as private")
+    push.add_argument("--variant", default=None, help="push the weights saved as this variant (e.g. fp16)")
     push.set_defaults(func=_push)
 
     export = verbs.add_parser("export-remote-code", help="write a self-contained trust_remote_code flavour")
@@ -158,16 +204,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     evaluate = verbs.add_parser("evaluate", help="evaluate a pipeline on a built-in dataset's test split")
     evaluate.add_argument("model", help="pipeline folder or Hub id")
-    evaluate.add_argument("--dataset", required=True, help="built-in dataset the pipeline models (digits, ...)")
+    evaluate.add_argument("--dataset", help="built-in dataset the pipeline models (digits, mnist, ...)")
+    evaluate.add_argument(
+        "--train_data_dir", help="or a folder of images: distances in a fixed random embedding (no classifier)"
+    )
     evaluate.add_argument("--output_dir", required=True, help="folder for metrics.json and the figures")
     evaluate.add_argument("--num_samples", type=int, help="samples per chain length")
     evaluate.add_argument("--chain_lengths", type=_steps, help="Langevin steps, e.g. 0,10,30 (0 = the VAE)")
     evaluate.add_argument("--ood_sets", type=_names, help="comma-separated OOD sets (default: all; '' for none)")
-    evaluate.add_argument("--seed", type=int)
-    evaluate.add_argument("--batch_size", type=int)
+    evaluate.add_argument("--seed", type=int, help="seed of the samples (the reference sets do not depend on it)")
+    evaluate.add_argument("--batch_size", type=int, help="sampling batch size")
     evaluate.add_argument("--cache_dir", help="cache folder of the evaluation classifiers")
     evaluate.add_argument("--inception_weights", help="local torch-fidelity InceptionV3 weights file: adds real FID")
-    evaluate.add_argument("--device", default="cpu")
+    evaluate.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
     _add_threads_flag(evaluate)
     evaluate.set_defaults(func=_evaluate)
 
@@ -177,18 +226,29 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
+    """Run a verb; a user error (bad value, missing file, offline Hub, ...) prints one line to stderr and exits 2,
+    with the full traceback under ``--debug`` or ``VAEBM_HUB_DEBUG=1``."""
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
-    if argv[:1] == ["train"]:
-        args = parser.parse_args(argv[:1])
-        args.func(args, argv[1:])
-        return
-    args = parser.parse_args(argv)
-    if getattr(args, "num_threads", None):
-        import torch
+    debug = "--debug" in argv or os.environ.get("VAEBM_HUB_DEBUG", "") not in ("", "0")
+    try:
+        if argv[:1] == ["train"] or argv[:2] == ["--debug", "train"]:
+            position = argv.index("train")
+            args = parser.parse_args(argv[: position + 1])
+            args.func(args, argv[position + 1 :])
+            return
+        args = parser.parse_args(argv)
+        if getattr(args, "num_threads", None):
+            import torch
 
-        torch.set_num_threads(args.num_threads)
-    args.func(args)
+            torch.set_num_threads(args.num_threads)
+        args.func(args)
+    except (ValueError, OSError, FloatingPointError, ImportError, TypeError) as error:
+        if debug:
+            raise
+        print(f"vaebm-hub: error: {error}", file=sys.stderr)
+        print("(run with --debug for the traceback)", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":

@@ -21,7 +21,6 @@ from huggingface_hub.errors import (
 from huggingface_hub.utils import validate_repo_id
 
 from ..constants import HUB_ALLOW_PATTERNS, LIBRARY_NAME
-from ..hub.push import push_pipeline
 from ..models.layers import set_channels_last
 from ..schedulers.scheduling_langevin import LangevinScheduler
 from ..utils import eval_mode
@@ -193,6 +192,10 @@ class VAEBMPipeline(DiffusionPipeline):
         The token comes from ``token``, ``HF_TOKEN`` or the stored login; ``api`` takes an ``HfApi``-like object
         (used by the tests). With ``HF_HUB_OFFLINE=1`` this fails at once with a clear error.
         """
+        # Imported here, not at the top: the remote-code export turns this import into an ImportError that says
+        # publishing needs the installed package, instead of bundling the Hub code into every exported pipeline.
+        from ..hub import push_pipeline
+
         return push_pipeline(
             self if folder is None else folder, repo_id, token=token, private=private,
             commit_message=commit_message, card=card, api=api, variant=variant,

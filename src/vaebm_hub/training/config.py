@@ -136,30 +136,53 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--stage", choices=STAGES, default=d.stage, help="vae, ebm (needs --vae_name_or_path) or all.")
     g.add_argument("--output_dir", default=d.output_dir, help="Ends holding the pipeline; checkpoints/logs inside.")
     g.add_argument("--overwrite_output_dir", action="store_true", help="Delete a previous run's files there first.")
-    g.add_argument("--seed", type=int, default=d.seed)
+    g.add_argument(
+        "--seed",
+        type=int,
+        default=d.seed,
+        help="Seeds initial weights, data order and every random draw (the same seed gives the same weights).",
+    )
     g.add_argument("--preset", help=f"Settings of both stages and sampling: one of {', '.join(PRESETS)}.")
     g.add_argument("--local_rank", type=int, default=d.local_rank, help=argparse.SUPPRESS)
 
     g = p.add_argument_group("data")
     g.add_argument("--dataset_name", help="digits, mnist, stacked_mnist, stacked_digits, gaussians25 or a Hub id.")
-    g.add_argument("--dataset_config_name")
+    g.add_argument("--dataset_config_name", help="The Hub dataset's configuration name, if it has several.")
     g.add_argument("--train_data_dir", help="A folder of images (loaded as a datasets imagefolder).")
-    g.add_argument("--cache_dir")
+    g.add_argument("--cache_dir", help="Where datasets caches downloads.")
     g.add_argument(
         "--resolution", type=int, help="Resize + crop images to this size (default: the preset's, else keep it)."
     )
     g.add_argument("--channels", type=int, choices=(1, 3), help="Convert images to grey (1) or RGB (3).")
-    g.add_argument("--center_crop", action="store_true")
-    g.add_argument("--random_flip", action="store_true")
-    g.add_argument("--dataloader_num_workers", type=int, default=d.dataloader_num_workers)
+    g.add_argument(
+        "--center_crop",
+        action="store_true",
+        help="Crop the centre after resizing (default: a random crop).",
+    )
+    g.add_argument("--random_flip", action="store_true", help="Mirror images horizontally at random.")
+    g.add_argument(
+        "--dataloader_num_workers",
+        type=int,
+        default=d.dataloader_num_workers,
+        help="Worker processes loading the data (0 = in the main process).",
+    )
 
     g = p.add_argument_group("optimisation (per stage; --vae_*/--ebm_* flags win over the shared ones)")
     g.add_argument("--train_batch_size", type=int, help="Per process.")
     for prefix in ("", "vae_", "ebm_"):
         g.add_argument(f"--{prefix}max_train_steps", type=int, help="Optimizer steps.")
-        g.add_argument(f"--{prefix}learning_rate", type=float)
+        g.add_argument(
+            f"--{prefix}learning_rate",
+            type=float,
+            help={"": "Learning rate of both stages", "vae_": "Stage 1 only", "ebm_": "Stage 2 only"}[prefix]
+            + " (defaults: VAE Adamax 1e-2 as NVAE, EBM the preset's).",
+        )
     g.add_argument("--lr_scheduler", help="A diffusers.optimization scheduler name (VAE: cosine, EBM: constant).")
-    g.add_argument("--lr_warmup_steps", type=int)
+    g.add_argument(
+        "--lr_warmup_steps",
+        type=int,
+        help="Warm-up steps of the learning-rate schedule (VAE default: 5%% of the steps; EBM: 0).",
+    )
     g.add_argument("--adam_weight_decay", type=float, help="Weight decay of both stages' optimizers.")
     g.add_argument("--adam_beta1", type=float, help="beta1 of both stages (defaults: VAE 0.9, EBM 0.99).")
     g.add_argument("--adam_beta2", type=float, help="beta2 of both stages (default 0.999).")
@@ -170,8 +193,18 @@ def build_parser() -> argparse.ArgumentParser:
         g.add_argument(
             f"--{prefix}num_epochs", type=int, help=f"Passes over the data for {what}, instead of max_train_steps."
         )
-    g.add_argument("--gradient_accumulation_steps", type=int, default=d.gradient_accumulation_steps)
-    g.add_argument("--mixed_precision", choices=("no", "fp16", "bf16"), default=d.mixed_precision)
+    g.add_argument(
+        "--gradient_accumulation_steps",
+        type=int,
+        default=d.gradient_accumulation_steps,
+        help="Micro-batches per optimizer step.",
+    )
+    g.add_argument(
+        "--mixed_precision",
+        choices=("no", "fp16", "bf16"),
+        default=d.mixed_precision,
+        help="Accelerate's mixed precision for the networks (the Langevin chains stay float32).",
+    )
     g.add_argument(
         "--channels_last",
         action=argparse.BooleanOptionalAction,
@@ -179,13 +212,18 @@ def build_parser() -> argparse.ArgumentParser:
         "a stage-1 step about 1.7x and a Langevin step 1.2-1.5x faster; saved weights are unaffected).",
     )
     g.add_argument("--use_ema", action=argparse.BooleanOptionalAction, help="Keep an EMA of the VAE weights.")
-    g.add_argument("--ema_max_decay", type=float)
-    g.add_argument("--ema_inv_gamma", type=float)
-    g.add_argument("--ema_power", type=float)
+    g.add_argument("--ema_max_decay", type=float, help="Largest decay of the VAE's EMA.")
+    g.add_argument("--ema_inv_gamma", type=float, help="inv_gamma of the EMA warm-up (diffusers' EMAModel).")
+    g.add_argument("--ema_power", type=float, help="power of the EMA warm-up (diffusers' EMAModel).")
 
     g = p.add_argument_group("checkpoints and logging")
-    g.add_argument("--checkpointing_steps", type=int, default=d.checkpointing_steps)
-    g.add_argument("--checkpoints_total_limit", type=int)
+    g.add_argument(
+        "--checkpointing_steps",
+        type=int,
+        default=d.checkpointing_steps,
+        help="Write a resumable checkpoint every N optimizer steps (and at each stage's end).",
+    )
+    g.add_argument("--checkpoints_total_limit", type=int, help="Keep only the newest N checkpoints.")
     g.add_argument("--resume_from_checkpoint", help="'latest' or a checkpoint-N folder.")
     g.add_argument("--report_to", default=d.report_to, help="tensorboard, wandb, all or none.")
     g.add_argument("--logging_dir", default=d.logging_dir, help="Relative to --output_dir.")
@@ -202,7 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--vae_name_or_path", help="A saved pipeline (its vae/) or a saved VAE folder.")
     g.add_argument("--vae_preset", help="Take the VAE architecture of this preset instead.")
     g.add_argument("--vae_config", help="A JSON file of VAEBMVAE (or VAEBMMLPVAE) config values.")
-    g.add_argument("--kl_warmup_fraction", type=float)
+    g.add_argument("--kl_warmup_fraction", type=float, help="Share of stage 1 over which the KL weight rises to 1.")
     g.add_argument("--kl_const_coeff", type=float, help="Smallest KL coefficient.")
     g.add_argument("--no_kl_balance", action="store_true", help="Turn off NVAE's KL balancing during warm-up.")
     g.add_argument(
@@ -224,14 +262,29 @@ def build_parser() -> argparse.ArgumentParser:
         help="Bernoulli decoders train on the grey images themselves instead of a fresh binarisation of every batch "
         "(pixel ~ Bernoulli(intensity), NVAE's MNIST setting).",
     )
-    g.add_argument("--vae_spectral_reg_coeff", type=float)
+    g.add_argument(
+        "--vae_spectral_reg_coeff",
+        type=float,
+        help="Weight of NVAE's spectral regulariser in stage 1 (0 = off).",
+    )
 
     g = p.add_argument_group("stage 2: EBM")
-    g.add_argument("--ebm_layout")
-    g.add_argument("--ebm_n_channel", type=int)
+    g.add_argument(
+        "--ebm_layout",
+        help="Energy-network layout: cifar32, celeba64, lsun64, celeba256, mnist, digits8 or mlp.",
+    )
+    g.add_argument("--ebm_n_channel", type=int, help="Base width of the energy network.")
     g.add_argument("--langevin_steps", type=int, help="K, Langevin steps per training iteration.")
-    g.add_argument("--langevin_step_size", type=float)
-    g.add_argument("--langevin_noise_scale", type=float)
+    g.add_argument(
+        "--langevin_step_size",
+        type=step_size_value,
+        help="eta of the training chains, or 'auto' (from the decoder's scale).",
+    )
+    g.add_argument(
+        "--langevin_noise_scale",
+        type=float,
+        help="Scale of the injected noise (1 = Langevin; 0 = gradient descent).",
+    )
     g.add_argument(
         "--langevin_metropolis",
         action=argparse.BooleanOptionalAction,
@@ -244,8 +297,14 @@ def build_parser() -> argparse.ArgumentParser:
         "alone, the energy network seeing decoder means (for decoders whose noise is wide next to the data's detail).",
     )
     g.add_argument("--sample_langevin_steps", type=int, help="Default chain length of the saved pipeline.")
-    g.add_argument("--sample_step_size", type=float, help="Step size of the saved pipeline's scheduler.")
-    g.add_argument("--potential", choices=("exact", "official"))
+    g.add_argument(
+        "--sample_step_size", type=step_size_value, help="Step size of the saved pipeline's scheduler, or 'auto'."
+    )
+    g.add_argument(
+        "--potential",
+        choices=("exact", "official"),
+        help="exact: the paper's E(T(eps)) + |eps|^2/2; official: the released code's potential.",
+    )
     g.add_argument(
         "--sampling_space",
         choices=SAMPLING_SPACES,
@@ -253,26 +312,58 @@ def build_parser() -> argparse.ArgumentParser:
         "alone with chains in data space on E(x), started from VAE decoder means (no replay buffer).",
     )
     g.add_argument("--use_buffer", action=argparse.BooleanOptionalAction, help="Replay buffer of eps_z.")
-    g.add_argument("--buffer_size", type=int)
-    g.add_argument("--max_replay_prob", type=float)
-    g.add_argument("--replay_anneal_steps", type=int)
+    g.add_argument("--buffer_size", type=int, help="Capacity of the eps_z replay buffer.")
+    g.add_argument("--max_replay_prob", type=float, help="Largest probability that a chain restarts from the buffer.")
+    g.add_argument(
+        "--replay_anneal_steps",
+        type=int,
+        help="Steps over which the replay probability rises to its maximum.",
+    )
     g.add_argument("--use_mu_cd", action=argparse.BooleanOptionalAction, help="Negatives = decoder mean.")
     g.add_argument("--spectral_reg_coeff", type=float, help="alpha_s of the EBM's spectral regularisation.")
     g.add_argument("--no_grad_clip", action="store_true", help="Turn off IGEBM gradient clipping.")
     g.add_argument("--no_data_init", action="store_true", help="Skip the EBM's data-dependent initialisation.")
-    g.add_argument("--data_init_batches", type=int)
+    g.add_argument(
+        "--data_init_batches",
+        type=int,
+        help="Batches used for the energy network's data-dependent initialisation.",
+    )
 
     g = p.add_argument_group("divergence guard")
-    g.add_argument("--divergence_max_retries", type=int, default=d.divergence_max_retries)
-    g.add_argument("--divergence_lr_factor", type=float, default=d.divergence_lr_factor)
-    g.add_argument("--divergence_threshold", type=float, default=d.divergence_threshold)
+    g.add_argument(
+        "--divergence_max_retries",
+        type=int,
+        default=d.divergence_max_retries,
+        help="Roll-backs after a divergence before the run stops with TrainingDivergedError.",
+    )
+    g.add_argument(
+        "--divergence_lr_factor",
+        type=float,
+        default=d.divergence_lr_factor,
+        help="Learning-rate factor applied at each roll-back.",
+    )
+    g.add_argument(
+        "--divergence_threshold",
+        type=float,
+        default=d.divergence_threshold,
+        help="A watched metric this many times its typical size counts as a blow-up.",
+    )
 
     g = p.add_argument_group("Hub")
-    g.add_argument("--push_to_hub", action="store_true")
-    g.add_argument("--hub_model_id")
-    g.add_argument("--hub_token")
-    g.add_argument("--hub_private_repo", action="store_true")
+    g.add_argument(
+        "--push_to_hub",
+        action="store_true",
+        help="Upload the trained pipeline and its card (never checkpoints or logs) when done.",
+    )
+    g.add_argument("--hub_model_id", help="The Hub repository to push to, e.g. your-name/vaebm-mnist.")
+    g.add_argument("--hub_token", help="Token for the upload (default: HF_TOKEN or the stored login).")
+    g.add_argument("--hub_private_repo", action="store_true", help="Create the repository as private.")
     return p
+
+
+def step_size_value(text: str) -> float | str:
+    """``--langevin_step_size`` / ``--sample_step_size``: a number, or ``auto``."""
+    return "auto" if text == "auto" else float(text)
 
 
 def parse_args(argv: Sequence[str] | None = None) -> TrainingConfig:

@@ -19,6 +19,7 @@ and the negatives are the final ``x``; there is no replay buffer.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 
 import torch
@@ -29,9 +30,11 @@ from torch.utils.data import Dataset
 
 from ..pipelines.langevin_chain import ChainOutput, langevin_chain
 from ..pipelines.potential import potential_and_grad
+from ..pipelines.step_size import suggest_step_size
 from ..pipelines.x_space import IMAGE_RANGE, x_space_chain
-from ..presets import EBMTraining, Sampling
+from ..presets import AUTO, EBMTraining, Sampling
 from ..schedulers import LangevinScheduler
+from ..utils import eval_mode
 from .components import make_pipeline
 from .grad_clip import clip_grad_igebm_
 from .loop import TrainingStage, first_batches, make_generator
@@ -50,6 +53,26 @@ def negative_images(vae: nn.Module, eps: torch.Tensor, use_mu_cd: bool) -> torch
         mu = getattr(decoded.decoder, "mu", None)
         return decoded.decoder.mean if mu is None else 0.5 * mu + 0.5
     return decoded.x
+
+
+STEP_SIZE_DATA = (4, 256)  # batches x batch size of data that set the spread for an "auto" step size
+
+
+def resolve_step_sizes(
+    vae: nn.Module, settings: EBMTraining, sampling: Sampling, dataset: Dataset, seed: int
+) -> tuple[EBMTraining, Sampling]:
+    """``settings`` and ``sampling`` with every ``"auto"`` step size replaced by
+    :func:`~vaebm_hub.pipelines.step_size.suggest_step_size` for the frozen ``vae`` and the first training batches
+    (deterministic: the same VAE and seed give the same step on every process and after a resume)."""
+    step = settings.langevin_step_size
+    if step == AUTO:
+        data = first_batches(dataset, STEP_SIZE_DATA[1], STEP_SIZE_DATA[0], seed)
+        with eval_mode(vae):
+            step = suggest_step_size(vae, data, pixel_noise=settings.pixel_noise)
+        settings = dataclasses.replace(settings, langevin_step_size=step)
+    if sampling.step_size == AUTO:
+        sampling = dataclasses.replace(sampling, step_size=step)
+    return settings, sampling
 
 
 class EBMStage(TrainingStage):

@@ -31,7 +31,7 @@ from ..presets import PRESETS, Preset
 from .checkpointing import CHECKPOINT_PREFIX, read_state, remove_stale_temporaries, resolve_resume
 from .components import check_vae_fits_data, load_training_data, load_vae, make_pipeline, new_ebm, new_vae
 from .config import TrainingConfig, check_config, parse_args, preset_name, resolve_preset, steps_per_epoch
-from .ebm_stage import FROZEN_VAE_DIR, EBMStage
+from .ebm_stage import FROZEN_VAE_DIR, EBMStage, resolve_step_sizes
 from .hub_upload import push_trained_pipeline, write_model_card
 from .loop import LoopOptions, StageRunner
 from .vae_stage import VAEStage
@@ -210,8 +210,15 @@ def execute(plan: RunPlan, accelerator: Accelerator) -> None:
     common = dict(seed=plan.seed, process_index=accelerator.process_index, num_sample_images=plan.num_sample_images)
     placeholder = zero_energy_(new_ebm(settings.ebm_training, shape, plan.seed))
 
+    def sampler_settings():
+        """The stage-2 and sampling settings with any "auto" step size resolved on the VAE as it is now."""
+        stage2, sampling = resolve_step_sizes(vae, settings.ebm_training, settings.sampling, plan.dataset, plan.seed)
+        plan.card_rows.update({"ebm_training.langevin_step_size": stage2.langevin_step_size,
+                               "sampling.step_size": sampling.step_size})  # fmt: skip
+        return stage2, sampling
+
     def vae_pipeline():
-        return make_pipeline(vae, placeholder, settings.ebm_training, settings.sampling)
+        return make_pipeline(vae, placeholder, *sampler_settings())
 
     if "vae" in plan.stages:
         stage = VAEStage(vae, settings.vae_training, **common)
@@ -221,9 +228,10 @@ def execute(plan: RunPlan, accelerator: Accelerator) -> None:
         save_pipeline(accelerator, vae_pipeline(), plan)
         accelerator.free_memory()
     if "ebm" in plan.stages:
-        ebm = new_ebm(settings.ebm_training, shape, plan.seed)
+        stage2, sampling = sampler_settings()
+        ebm = new_ebm(stage2, shape, plan.seed)
         set_channels_last(ebm, channels_last)
-        stage = EBMStage(vae, ebm, settings.ebm_training, settings.sampling, device=accelerator.device, **common)
+        stage = EBMStage(vae, ebm, stage2, sampling, device=accelerator.device, **common)
         save = lambda: save_pipeline(accelerator, stage.pipeline(), plan)  # noqa: E731
         StageRunner(accelerator, stage, plan.dataset, plan.loops["ebm"], on_save_model=save).run(resume)
         save_pipeline(accelerator, stage.pipeline(), plan)

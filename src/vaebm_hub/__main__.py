@@ -1,0 +1,5 @@
+"""``python -m vaebm_hub`` = the ``vaebm-hub`` command."""
+
+from .cli import main
+
+main()
