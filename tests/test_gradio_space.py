@@ -148,3 +148,42 @@ def test_browser_click_generate_shows_images(app_url, tmp_path):
         target = Path(os.environ["VAEBM_SCREENSHOT_DIR"])
         target.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(screenshot, target / "gradio_screenshot.png")
+
+
+def load_app_module():
+    spec = importlib.util.spec_from_file_location("vaebm_space_app", APP)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_space_serves_only_its_models_and_never_echoes_input(app_url, tmp_path):
+    client = gradio_client.Client(app_url, verbose=False, download_files=str(tmp_path))
+    probe = "/etc/" + "x" * 100_000
+    with pytest.raises(gradio_client.exceptions.AppError) as error:
+        client.predict(probe, 4, 3, 5e-2, 1.0, 0, api_name="/generate")
+    assert "unknown model" in str(error.value) and "xxxx" not in str(error.value)
+    with pytest.raises(gradio_client.exceptions.AppError, match="whole number"):
+        client.predict("", 4, 1.9, 5e-2, 1.0, 0, api_name="/generate")  # never silently truncated
+    with pytest.raises(gradio_client.exceptions.AppError, match="at most 6400"):
+        client.predict("", 64, 200, 5e-2, 1.0, 0, api_name="/generate")
+
+
+def test_request_checks_and_queue_bounds():
+    app = load_app_module()
+    for bad in (float("nan"), 1.9, True, "3"):
+        with pytest.raises(app.gr.Error):
+            app.check_request(4, bad, 1e-3, 1.0, 0)
+    assert app.check_request(4.0, 3.0, 1e-3, 1.0, 7.0) == (4, 3, 1e-3, 1.0, 7)
+    demo = app.build_demo({"tiny": make_tiny_pipeline()})
+    assert demo._queue.max_size == app.QUEUE_SIZE
+
+
+def test_without_a_model_the_space_serves_the_bundled_trained_pipeline():
+    app = load_app_module()
+    (name,) = app.model_names("")
+    models = app.load_models([name])
+    pipe = models[name]
+    assert pipe.ebm.linear.weight.abs().sum() > 0  # a trained energy network, not the zero placeholder
+    files = [p for p in app.BUNDLED_PIPELINE.rglob("*") if p.is_file()]
+    assert sum(p.stat().st_size for p in files) < 2_000_000

@@ -266,8 +266,8 @@ def test_gaussians25_defaults_are_the_settings_that_train_the_toy():
     stage1, stage2 = vae_settings(flags, (2,)), ebm_settings(flags, (2,))
     sampling = resolve_preset(parse_args(flags), (2,)).sampling
     assert (stage1.learning_rate, stage1.max_train_steps) == (2e-3, 10000)
-    assert (stage2.learning_rate, stage2.max_train_steps, stage2.use_mu_cd) == (3e-4, 500, True)
-    assert stage2.langevin_step_size == sampling.step_size == 3e-2
+    assert (stage2.learning_rate, stage2.max_train_steps, stage2.pixel_noise) == (3e-4, 5000, False)
+    assert stage2.langevin_step_size == sampling.step_size == "auto"  # from the decoder's scale
     assert vae_settings(["--dataset_name", "digits"]).learning_rate == 1e-2
 
 

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import functools
+import math
 import os
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
+import PIL.Image
 import torch
 from diffusers import DiffusionPipeline, ModelMixin
 from diffusers.utils import replace_example_docstring
@@ -32,6 +35,26 @@ from .potential import POTENTIALS, potential_and_grad
 __all__ = ["NonFiniteChainError", "VAEBMPipeline", "VAEBMPipelineOutput"]
 
 OUTPUT_TYPES = ("pil", "np", "pt", "latent")
+TEMPERATURE_RANGE = (0.0, 10.0)  # the prior's temperature t: above 10 the VAE's samples are noise
+
+
+def as_count(value, name: str) -> int:
+    """An integer argument: Python and numpy integers (and integral 0-d tensors) are accepted; bools, floats and
+    strings are refused with the argument's name."""
+    if isinstance(value, torch.Tensor) and value.dim() == 0 and not value.is_floating_point():
+        value = int(value)
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} must be an integer, got {type(value).__name__} {value!r}")
+    return int(value)
+
+
+def as_real(value, name: str) -> float:
+    """A real argument: Python/numpy numbers (not bools, not strings), as a float."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{name} must be a number, got {type(value).__name__} {value!r}")
+    return float(value)
+
+
 # The chain state is noise, ~N(0, I) under the prior: a coordinate beyond this has diverged, even if still finite.
 NOISE_DIVERGENCE_BOUND = 1e4
 
@@ -235,21 +258,29 @@ class VAEBMPipeline(DiffusionPipeline):
                 "noise schedulers denoise; they cannot run a Langevin chain). Use LangevinScheduler.from_config(...) "
                 "or LangevinScheduler(step_size=...)."
             )
-        if not isinstance(batch_size, int) or batch_size < 1:
+        if batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-        if not isinstance(num_inference_steps, int) or num_inference_steps < 0:
+        if num_inference_steps < 0:
             raise ValueError(
                 f"num_inference_steps must be an integer >= 0 (0 = plain VAE samples), got {num_inference_steps!r}"
             )
-        if step_size is not None and not step_size > 0:
-            raise ValueError(f"step_size must be > 0, got {step_size!r}")
+        if step_size is not None and not (math.isfinite(step_size) and step_size > 0):
+            raise ValueError(f"step_size must be > 0 and finite, got {step_size!r}")
         if step_size is not None and self.scheduler.config.snr is not None:
             raise ValueError(
                 f"step_size={step_size} has no effect: the scheduler sets its step size adaptively (snr="
                 f"{self.scheduler.config.snr}). Drop step_size, or use a scheduler with snr=None."
             )
-        if not temperature > 0:
-            raise ValueError(f"temperature must be > 0, got {temperature!r}")
+        if not TEMPERATURE_RANGE[0] < temperature <= TEMPERATURE_RANGE[1]:
+            raise ValueError(
+                f"temperature must be in ({TEMPERATURE_RANGE[0]:g}, {TEMPERATURE_RANGE[1]:g}] (1 = the paper's "
+                f"sampling setting), got {temperature!r}"
+            )
+        if generator is not None and not isinstance(generator, (torch.Generator, list)):
+            raise TypeError(
+                f"generator must be a torch.Generator (or a list of them), got {type(generator).__name__}; "
+                "e.g. generator=torch.Generator().manual_seed(0)"
+            )
         if potential not in POTENTIALS:
             raise ValueError(f"potential must be one of {POTENTIALS}, got {potential!r}")
         if isinstance(generator, list) and len(generator) != batch_size:
@@ -299,7 +330,16 @@ class VAEBMPipeline(DiffusionPipeline):
         def callback(i: int, t: torch.Tensor, latents: torch.Tensor) -> torch.Tensor | None:
             tensors = {"latents": latents}
             returned = callback_on_step_end(self, i, t, {name: tensors[name] for name in tensor_inputs}) or {}
-            return returned["latents"].to(torch.float32) if "latents" in returned else None
+            if "latents" not in returned:
+                return None
+            replaced = returned["latents"]
+            if not isinstance(replaced, torch.Tensor) or replaced.shape != latents.shape:
+                shape = tuple(replaced.shape) if isinstance(replaced, torch.Tensor) else type(replaced).__name__
+                raise ValueError(
+                    f"callback_on_step_end returned latents of shape {shape} at step {i}; it must return a tensor of "
+                    f"the chain's shape {tuple(latents.shape)} (or no 'latents' key to leave the chain as it is)"
+                )
+            return replaced.to(latents.device, torch.float32)
 
         return callback
 
@@ -350,8 +390,16 @@ class VAEBMPipeline(DiffusionPipeline):
         round most Langevin steps away). The images are the decoder mean of the final ``z``, mapped to ``[0, 1]``
         as ``clamp(mu / 2 + 1/2, 0, 1)`` (the official script instead min-max rescales every image; we do not).
         """
+        if latents is not None and not isinstance(latents, torch.Tensor):
+            latents = torch.as_tensor(np.asarray(latents, dtype=np.float32))  # numpy (or nested lists) accepted
         if batch_size is None:
             batch_size = 1 if latents is None else len(latents)  # as diffusers infers it from given latents
+        batch_size = as_count(batch_size, "batch_size")
+        num_inference_steps = (
+            None if num_inference_steps is None else as_count(num_inference_steps, "num_inference_steps")
+        )
+        step_size = None if step_size is None else as_real(step_size, "step_size")
+        temperature = as_real(temperature, "temperature")
         if num_inference_steps is None:
             num_inference_steps = getattr(self.scheduler.config, "default_num_inference_steps", 0)
         potential = self.config.potential if potential is None else potential
@@ -400,17 +448,39 @@ class VAEBMPipeline(DiffusionPipeline):
         return self.numpy_to_pil(array) if output_type == "pil" else array
 
     # ------------------------------------------------------------------ scoring (OOD detection)
-    def _as_batch(self, images: torch.Tensor) -> torch.Tensor:
-        images = torch.as_tensor(images).to(device=self._execution_device, dtype=self.vae.dtype)
+    def _as_batch(self, images) -> torch.Tensor:
+        """Images for scoring: a tensor or array ``(B, C, H, W)`` in [0, 1], or PIL images (as diffusers users pass
+        them), checked against the VAE; an empty batch is an error."""
+        if isinstance(images, PIL.Image.Image):
+            images = [images]
+        if isinstance(images, (list, tuple)) and images and all(isinstance(i, PIL.Image.Image) for i in images):
+            mode = "L" if self.vae.data_shape[0] == 1 else "RGB"
+            arrays = [np.asarray(i.convert(mode), dtype=np.float32) / 255.0 for i in images]
+            images = np.stack([a[None] if a.ndim == 2 else a.transpose(2, 0, 1) for a in arrays])
+        images = torch.as_tensor(np.asarray(images) if not isinstance(images, torch.Tensor) else images)
+        if images.numel() == 0 or images.dim() == 0:
+            raise ValueError(f"no images to score (got a batch of shape {tuple(images.shape)})")
+        images = images.to(device=self._execution_device, dtype=self.vae.dtype)
         self.vae.check_images(images)
         return images
+
+    @staticmethod
+    def _finite_scores(scores: torch.Tensor, what: str) -> torch.Tensor:
+        """The sampling NaN policy for scores: NaN/Inf is an error, never a number passed on (e.g. into an AUROC)."""
+        if not bool(torch.isfinite(scores).all()):
+            bad = int((~torch.isfinite(scores)).sum())
+            raise NonFiniteChainError(
+                f"{bad} of {scores.numel()} {what} are NaN/Inf: the weights hold non-finite values (check the "
+                "checkpoint, or the training run's divergence guard)."
+            )
+        return scores
 
     @torch.no_grad()
     def energy(self, images: torch.Tensor) -> torch.Tensor:
         """Energies ``E_psi(x)`` (B,) of images in ``[0, 1]`` (low = data-like)."""
         images = self._as_batch(images)
         with eval_mode(self.ebm):
-            return self.ebm(images)
+            return self._finite_scores(self.ebm(images, check_finite=False), "energies")
 
     @torch.no_grad()
     def log_density(
@@ -433,4 +503,4 @@ class VAEBMPipeline(DiffusionPipeline):
                 log_p = self.vae.importance_weighted_log_likelihood(images, num_samples, generator=generator)
             else:
                 raise ValueError(f"method must be 'elbo' or 'iwae', got {method!r}")
-            return log_p - self.ebm(images)
+            return self._finite_scores(log_p - self.ebm(images, check_finite=False), "log-densities")
