@@ -78,3 +78,28 @@ def test_scoring_takes_pil_images_and_refuses_an_empty_batch(pipe):
     torch.testing.assert_close(energies, expected)
     with pytest.raises(ValueError, match="no images to score"):
         pipe.energy(torch.empty(0, 1, 8, 8))
+
+
+# ------------------------------------------------------------------------------------------------ trainer flags
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--learning_rate", "0"], r"--learning_rate \(vae learning_rate\) must be a finite number > 0"),
+        (["--ebm_learning_rate", "inf"], "--ebm_learning_rate"),
+        (["--spectral_reg_coeff", "nan"], "--spectral_reg_coeff"),
+        (["--langevin_step_size", "nan"], "--langevin_step_size"),
+        (["--buffer_size", "0"], "--buffer_size"),
+        (["--data_init_batches", "0"], "--data_init_batches"),
+        (["--lr_scheduler", "bogus"], "--lr_scheduler must be one of linear, cosine"),
+        (["--adam_beta1", "1.5"], "--adam_beta1"),
+        (["--langevin_steps", "0"], "--langevin_steps"),
+    ],
+    ids=lambda v: " ".join(v) if isinstance(v, list) else "",
+)
+def test_numeric_flags_fail_before_stage_one(tmp_path, flags, message):
+    from vaebm_hub.training import main
+
+    out = tmp_path / "out"
+    with pytest.raises(ValueError, match=message):
+        main(["--dataset_name", "digits", "--output_dir", str(out), "--report_to", "none", *flags])
+    assert not out.exists()  # nothing ran, nothing was written

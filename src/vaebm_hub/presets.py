@@ -22,6 +22,9 @@ VAE_CLASSES = ("VAEBMVAE", "VAEBMMLPVAE")
 EBM_LAYOUTS_IMAGE = ("cifar32", "celeba64", "lsun64", "celeba256", "mnist", "digits8", "custom")
 MLP_LAYOUT = "mlp"  # the energy MLP for vector data (VAEBMEnergyMLP)
 AUTO = "auto"  # a step size chosen from the decoder's scale when stage 2 starts
+# diffusers.optimization's schedules (get_scheduler); checked here so that a typo fails before stage 1
+LR_SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup",
+                 "piecewise_constant")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -292,22 +295,64 @@ def resolve(
     return resolved
 
 
+# (section, field) -> (flag, lowest, highest, lowest allowed?) for the numeric settings checked before training.
+NUMERIC_RANGES = {
+    **{(section, "max_train_steps"): ("--max_train_steps", 1, None, True) for section in ("vae", "ebm")},
+    **{(section, "batch_size"): ("--train_batch_size", 1, None, True) for section in ("vae", "ebm")},
+    **{(section, "learning_rate"): ("--learning_rate", 0, None, False) for section in ("vae", "ebm")},
+    **{(section, "weight_decay"): ("--adam_weight_decay", 0, None, True) for section in ("vae", "ebm")},
+    **{(section, "adam_beta1"): ("--adam_beta1", 0, 1, True) for section in ("vae", "ebm")},
+    **{(section, "adam_beta2"): ("--adam_beta2", 0, 1, True) for section in ("vae", "ebm")},
+    **{(section, "adam_eps"): ("--adam_epsilon", 0, None, False) for section in ("vae", "ebm")},
+    **{(section, "lr_warmup_steps"): ("--lr_warmup_steps", 0, None, True) for section in ("vae", "ebm")},
+    **{(section, "spectral_reg_coeff"): ("--spectral_reg_coeff", 0, None, True) for section in ("vae", "ebm")},
+    ("vae", "kl_warmup_fraction"): ("--kl_warmup_fraction", 0, 1, True),
+    ("vae", "kl_const_coeff"): ("--kl_const_coeff", 0, 1, True),
+    ("vae", "readjust_bn_batches"): ("--readjust_bn_batches", 0, None, True),
+    ("vae", "ema_max_decay"): ("--ema_max_decay", 0, 1, True),
+    ("ebm", "n_channel"): ("--ebm_n_channel", 1, None, True),
+    ("ebm", "langevin_steps"): ("--langevin_steps", 1, None, True),
+    ("ebm", "langevin_noise_scale"): ("--langevin_noise_scale", 0, None, True),
+    ("ebm", "buffer_size"): ("--buffer_size", 1, None, True),
+    ("ebm", "max_replay_prob"): ("--max_replay_prob", 0, 1, True),
+    ("ebm", "replay_anneal_steps"): ("--replay_anneal_steps", 0, None, True),
+    ("ebm", "data_init_batches"): ("--data_init_batches", 1, None, True),
+    ("sampling", "num_inference_steps"): ("--sample_langevin_steps", 0, None, True),
+}
+STAGE_LR_FLAGS = {
+    ("vae", "learning_rate"): "--vae_learning_rate / --learning_rate",
+    ("ebm", "learning_rate"): "--ebm_learning_rate / --learning_rate",
+}
+
+
 def check_preset(preset: Preset) -> None:
-    """Settings that cannot train, each a ``ValueError`` naming the setting and the allowed range."""
-    s1, s2 = preset.vae_training, preset.ebm_training
-    if not 0 <= s1.kl_warmup_fraction <= 1:
-        raise ValueError(f"kl_warmup_fraction (--kl_warmup_fraction) must be in [0, 1], got {s1.kl_warmup_fraction}.")
+    """Settings that cannot train, each a ``ValueError`` naming the flag and the allowed range — all checked before
+    stage 1 starts (NaN, Inf, zero learning rates, empty buffers, ...)."""
+    sections = {"vae": preset.vae_training, "ebm": preset.ebm_training, "sampling": preset.sampling}
+    for (section, name), (flag, low, high, low_ok) in NUMERIC_RANGES.items():
+        value = getattr(sections[section], name)
+        flag = STAGE_LR_FLAGS.get((section, name), flag)
+        above = value >= low if low_ok else value > low
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or not above:
+            bound = f"{'>=' if low_ok else '>'} {low}" + (f" and <= {high}" if high is not None else "")
+            raise ValueError(f"{flag} ({section} {name}) must be a finite number {bound}, got {value!r}.")
+        if high is not None and value > high:
+            raise ValueError(f"{flag} ({section} {name}) must be <= {high}, got {value!r}.")
+    s2 = preset.ebm_training
     for name, value in (
         ("langevin_step_size", s2.langevin_step_size),
         ("sample_step_size", preset.sampling.step_size),
     ):
         if value != AUTO and not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
             raise ValueError(f"--{name} must be a finite number > 0 or 'auto', got {value!r}.")
-    if s2.langevin_steps < 1:
-        raise ValueError("--langevin_steps must be >= 1.")
     if s2.sampling_space not in ("eps", "x"):
         raise ValueError(f"sampling_space must be 'eps' or 'x', got {s2.sampling_space!r}.")
+    if s2.potential not in ("exact", "official"):
+        raise ValueError(f"--potential must be 'exact' or 'official', got {s2.potential!r}.")
     if s2.sampling_space == "x" and s2.use_buffer:
         raise ValueError("--use_buffer replays noise-space chains; drop it with --sampling_space x.")
-    if not 0 <= s2.max_replay_prob <= 1:
-        raise ValueError(f"--max_replay_prob must be in [0, 1], got {s2.max_replay_prob}.")
+    for section in (preset.vae_training, s2):
+        if section.lr_scheduler not in LR_SCHEDULERS:
+            raise ValueError(
+                f"--lr_scheduler must be one of {', '.join(LR_SCHEDULERS)}, got {section.lr_scheduler!r}."
+            )
