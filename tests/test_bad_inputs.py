@@ -103,3 +103,123 @@ def test_numeric_flags_fail_before_stage_one(tmp_path, flags, message):
     with pytest.raises(ValueError, match=message):
         main(["--dataset_name", "digits", "--output_dir", str(out), "--report_to", "none", *flags])
     assert not out.exists()  # nothing ran, nothing was written
+
+
+# ------------------------------------------------------------------------------------------------ checkpoints
+TINY_RUN = [
+    "--dataset_name", "digits", "--train_batch_size", "8", "--ebm_n_channel", "4", "--langevin_steps", "2",
+    "--sample_langevin_steps", "2", "--num_sample_images", "4", "--data_init_batches", "1", "--report_to", "none",
+    "--readjust_bn_batches", "2", "--no-channels_last",
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def checkpointed_run(tmp_path_factory):
+    from vaebm_hub.training import main
+
+    out = tmp_path_factory.mktemp("run") / "out"
+    main([*TINY_RUN, "--vae_max_train_steps", "2", "--ebm_max_train_steps", "3", "--checkpointing_steps", "1",
+          "--output_dir", str(out)])  # fmt: skip
+    return out
+
+
+def _truncate(path):
+    path.write_bytes(path.read_bytes()[: len(path.read_bytes()) // 2])
+
+
+def _random_bytes(path):
+    path.write_bytes(np.random.default_rng(0).bytes(len(path.read_bytes())))
+
+
+def _nan_weights(path):
+    from safetensors.torch import load_file, save_file
+
+    tensors = load_file(path)
+    save_file({k: torch.full_like(v, float("nan")) if v.is_floating_point() else v for k, v in tensors.items()}, path)
+
+
+CORRUPTIONS = {
+    "truncated model.safetensors": ("model.safetensors", _truncate, "model.safetensors cannot be read"),
+    "NaN-filled model.safetensors": ("model.safetensors", _nan_weights, "NaN/Inf"),
+    "random-byte optimizer.bin": ("optimizer.bin", _random_bytes, "optimizer.bin is not a readable archive"),
+    "truncated trainer_state_0.pt": ("trainer_state_0.pt", _truncate, "trainer_state_0.pt"),
+    "invalid training_state.json": ("training_state.json", lambda p: p.write_text("{not json"), "not valid JSON"),
+    "deleted frozen_vae/": ("frozen_vae", lambda p: __import__("shutil").rmtree(p), "frozen_vae/"),
+    "tampered stage": (
+        "training_state.json",
+        lambda p: p.write_text(p.read_text().replace('"ebm"', '"vea"')),
+        "unknown stage 'vea'",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(CORRUPTIONS))
+def test_resume_skips_a_corrupt_latest_checkpoint_and_names_why(checkpointed_run, tmp_path, case, capsys):
+    import shutil
+
+    from vaebm_hub.training.checkpointing import list_checkpoints, resolve_resume, verify_checkpoint
+
+    out = tmp_path / "out"
+    shutil.copytree(checkpointed_run, out)
+    latest = list_checkpoints(out)[-1][1]
+    name, corrupt, reason = CORRUPTIONS[case]
+    corrupt(latest / name)
+    assert reason in verify_checkpoint(latest)
+    previous = list_checkpoints(out)[-2][1]
+    assert resolve_resume(out, "latest", verify=verify_checkpoint) == previous
+    assert latest.name in capsys.readouterr().err
+    with pytest.raises(ValueError, match="cannot be used"):
+        resolve_resume(out, str(latest), verify=verify_checkpoint)
+
+
+def test_resuming_with_other_settings_names_the_tensor(checkpointed_run, tmp_path):
+    import shutil
+
+    from vaebm_hub.training import main
+
+    out = tmp_path / "out"
+    shutil.copytree(checkpointed_run, out)
+    flags = list(TINY_RUN)
+    flags[flags.index("--ebm_n_channel") + 1] = "6"
+    with pytest.raises(ValueError, match="written with other settings.*--ebm_n_channel"):
+        main([*flags, "--vae_max_train_steps", "2", "--ebm_max_train_steps", "4", "--output_dir", str(out),
+              "--resume_from_checkpoint", "latest"])  # fmt: skip
+
+
+def test_a_rollback_walks_back_past_checkpoints_that_do_not_verify(checkpointed_run, tmp_path):
+    import shutil
+
+    from vaebm_hub.training.checkpointing import list_checkpoints, verify_checkpoint
+
+    out = tmp_path / "out"
+    shutil.copytree(checkpointed_run, out)
+    checkpoints = [p for _, p in list_checkpoints(out)]
+    _nan_weights(checkpoints[-1] / "model.safetensors")
+    assert verify_checkpoint(checkpoints[-1]) is not None and verify_checkpoint(checkpoints[-2]) is None
+    # the runner's choice of rollback target (the loop's own helper, on a stage positioned at the last step)
+    from vaebm_hub.training.loop import StageRunner
+
+    runner = StageRunner.__new__(StageRunner)
+    runner.options = type("Options", (), {"output_dir": out, "step_offset": 2})()
+    runner.step, runner.start_snapshot = 3, out / "checkpoint-ebm-start"
+    runner.stage = type("Stage", (), {"name": "ebm"})()
+    runner.accelerator = type("Acc", (), {"print": staticmethod(print)})()
+    assert runner.last_good_checkpoint() == checkpoints[-2]
+
+
+def test_a_huge_learning_rate_ends_in_an_error_or_a_sane_model_never_a_degenerate_one(tmp_path):
+    from vaebm_hub import VAEBMPipeline
+    from vaebm_hub.data import load_array_dataset
+    from vaebm_hub.training import TrainingDivergedError, main
+
+    def energy_of_data(folder):
+        pipe = VAEBMPipeline.from_pretrained(folder)
+        return float(pipe.energy(torch.from_numpy(load_array_dataset("digits", "test")[0][:64])).abs().mean())
+
+    common = [*TINY_RUN, "--vae_max_train_steps", "20", "--ebm_max_train_steps", "40", "--checkpointing_steps", "5"]
+    main([*common, "--output_dir", str(tmp_path / "normal")])
+    try:
+        main([*common, "--ebm_learning_rate", "10", "--output_dir", str(tmp_path / "huge")])
+    except TrainingDivergedError:
+        return
+    assert energy_of_data(tmp_path / "huge") < 10 * max(energy_of_data(tmp_path / "normal"), 1.0)

@@ -2,13 +2,17 @@
 
 VAEBM's stage 2 "eventually explodes" (official README). After every optimizer step the loop hands the guard the
 step's metrics (reduced over processes, so every process decides alike) and whether all weights are finite. A step
-diverged if any metric or weight is NaN/Inf, or a watched metric ``m`` blew up against its recent history::
+diverged if any metric or weight is NaN/Inf, or a watched metric ``m`` blew up against its *reference*::
 
-    |m| > blowup_factor * max(median(|m| over the last `window` good steps), BLOWUP_FLOOR)
+    |m| > blowup_factor * max(reference(m), BLOWUP_FLOOR)
 
-(checked once ``min_history`` good steps are recorded). The loop then rolls back to the last good checkpoint and
-multiplies the learning rate by ``lr_factor``; after ``max_retries`` rollbacks it raises
-:class:`TrainingDivergedError`.
+The reference is the median of ``|m|`` over the last ``window`` good steps before the last checkpoint, frozen there
+(before the stage's first checkpoint: the median so far, once ``min_history`` steps are in): a blow-up is judged
+against statistics it has not fed — a running median would follow a run that grows a few-fold per step until it is
+degenerate. At a checkpoint the new median must
+itself stay within ``blowup_factor`` of the old reference, else the checkpoint is not written and the stretch counts
+as a divergence. The loop then rolls back to the last checkpoint that verifies and multiplies the learning rate by
+``lr_factor``; after ``max_retries`` rollbacks it raises :class:`TrainingDivergedError`.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ class DivergenceGuard:
     retries: int = 0
     lr_scale: float = 1.0
     history: dict[str, list[float]] = field(default_factory=dict)
+    reference: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.max_retries < 0:
@@ -56,15 +61,33 @@ class DivergenceGuard:
             return "a weight became NaN/Inf"
         for name in self.watch:
             past = self.history.get(name, [])
-            if name not in metrics or len(past) < self.min_history:
+            if name not in metrics or (name not in self.reference and len(past) < self.min_history):
                 continue
-            limit = self.blowup_factor * max(statistics.median(past), BLOWUP_FLOOR)
+            # frozen at the last checkpoint; before the first one, the median of the steps so far
+            baseline = self.reference.get(name, statistics.median(past) if past else 0.0)
+            limit = self.blowup_factor * max(baseline, BLOWUP_FLOOR)
             if abs(metrics[name]) > limit:
                 value = abs(metrics[name])
-                return f"|{name}| = {value:.4g} exceeds {self.blowup_factor:g}x its recent median ({limit:.4g})"
+                return (
+                    f"|{name}| = {value:.4g} exceeds {self.blowup_factor:g}x its reference from the last good "
+                    f"checkpoint ({limit:.4g})"
+                )
         for name in self.watch:
             if name in metrics:
                 self.history[name] = (self.history.get(name, []) + [abs(metrics[name])])[-self.window :]
+        return None
+
+    def at_checkpoint(self) -> str | None:
+        """Before a checkpoint is written: why the stretch since the last one blew up (its median left the reference
+        by more than ``blowup_factor``), or ``None`` — then the reference moves to the new medians."""
+        medians = {name: statistics.median(values) for name, values in self.history.items() if values}
+        for name, median in medians.items():
+            if name in self.reference and median > self.blowup_factor * max(self.reference[name], BLOWUP_FLOOR):
+                return (
+                    f"the median |{name}| since the last checkpoint ({median:.4g}) exceeds {self.blowup_factor:g}x "
+                    f"its reference ({self.reference[name]:.4g})"
+                )
+        self.reference.update({name: m for name, m in medians.items() if len(self.history[name]) >= self.min_history})
         return None
 
     def on_divergence(self, reason: str, step: int, rollback_to: str) -> float:
@@ -85,9 +108,11 @@ class DivergenceGuard:
             "retries": self.retries,
             "lr_scale": self.lr_scale,
             "history": {k: list(v) for k, v in self.history.items()},
+            "reference": dict(self.reference),
         }
 
     def load_state_dict(self, state: Mapping) -> None:
         self.retries = int(state["retries"])
         self.lr_scale = float(state["lr_scale"])
         self.history = {k: list(v) for k, v in state["history"].items()}
+        self.reference = {k: float(v) for k, v in state.get("reference", {}).items()}

@@ -35,12 +35,11 @@ from ..pipelines.x_space import IMAGE_RANGE, x_space_chain
 from ..presets import AUTO, EBMTraining, Sampling
 from ..schedulers import LangevinScheduler
 from ..utils import eval_mode
+from .checkpointing import FROZEN_VAE_DIR
 from .components import make_pipeline
 from .grad_clip import clip_grad_igebm_
 from .loop import TrainingStage, first_batches, make_generator
 from .replay_buffer import ReplayBuffer, replay_probability
-
-FROZEN_VAE_DIR = "frozen_vae"
 
 
 @torch.no_grad()
@@ -77,7 +76,7 @@ def resolve_step_sizes(
 
 class EBMStage(TrainingStage):
     name = "ebm"
-    watch = ("energy_gap", "grad_norm")
+    watch = ("energy_gap", "grad_norm", "energy_pos", "energy_neg")
 
     def __init__(
         self,

@@ -20,13 +20,21 @@ import numpy as np
 import torch
 from accelerate import Accelerator
 from accelerate.logging import get_logger
+from safetensors import safe_open
 from torch import nn
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from ..figures import sample_panels
 from ..presets import EBMTraining, VAETraining
-from .checkpointing import checkpoint_dir, list_checkpoints, prune_checkpoints, read_state, write_atomically
+from .checkpointing import (
+    checkpoint_dir,
+    list_checkpoints,
+    prune_checkpoints,
+    read_state,
+    verify_checkpoint,
+    write_atomically,
+)
 from .data_stream import BatchStream, ShardedBatchSampler
 from .divergence import DivergenceGuard
 
@@ -172,14 +180,35 @@ class StageRunner:
                 f"{directory} was written by {meta['num_processes']} process(es); resume it with the same "
                 f"--num_processes (got {self.accelerator.num_processes})."
             )
+        self._check_shapes(directory)
         self.accelerator.load_state(str(directory))
         state = torch.load(self._rank_file(directory), weights_only=True)
         self.stage.load_state_dict(state["stage"])
         self.step = int(state["step"])
-        if keep_guard:
-            self._rescale_learning_rate(self.guard.lr_scale / float(state["guard"]["lr_scale"]))
+        if keep_guard:  # a rollback: the checkpoint's statistics, this run's retry count and learning-rate scale
+            retries, lr_scale = self.guard.retries, self.guard.lr_scale
+            self.guard.load_state_dict(state["guard"])
+            self.guard.retries, self.guard.lr_scale = retries, lr_scale
+            self._rescale_learning_rate(lr_scale / float(state["guard"]["lr_scale"]))
         else:
             self.guard.load_state_dict(state["guard"])
+
+    def _check_shapes(self, directory: Path) -> None:
+        """A checkpoint written with other settings (e.g. another ``--ebm_n_channel``) fails here with the tensor
+        that differs, not in ``load_state_dict`` with a page of shapes."""
+        model = self.accelerator.unwrap_model(self.stage.model)
+        expected = {name: tuple(t.shape) for name, t in model.state_dict().items()}
+        for file in sorted(directory.glob("model*.safetensors")):
+            with safe_open(str(file), framework="pt") as handle:
+                for key in handle.keys():
+                    shape = tuple(handle.get_slice(key).get_shape())
+                    if key not in expected or expected[key] != shape:
+                        raise ValueError(
+                            f"{directory} was written with other settings than this run's: its {key} has shape "
+                            f"{shape}, the model built from the flags {expected.get(key, 'has no such tensor')}. "
+                            "Resume with the flags of the run that wrote it (e.g. the same --ebm_n_channel), or start "
+                            "over with --overwrite_output_dir."
+                        )
 
     def _rescale_learning_rate(self, factor: float) -> None:
         scheduler = getattr(self.stage.lr_scheduler, "scheduler", self.stage.lr_scheduler)
@@ -190,11 +219,17 @@ class StageRunner:
                 group["initial_lr"] *= factor
 
     def last_good_checkpoint(self) -> Path:
-        """The newest checkpoint of this stage at or before the current step, else the stage-start snapshot."""
+        """The newest checkpoint of this stage at or before the current step that verifies
+        (:func:`~.checkpointing.verify_checkpoint`: readable, complete, finite), else the stage-start snapshot;
+        checkpoints that do not verify are skipped with a message."""
         offset = self.options.step_offset
         for global_step, path in reversed(list_checkpoints(self.options.output_dir)):
-            if offset <= global_step <= offset + self.step and read_state(path)["stage"] == self.stage.name:
+            if not offset <= global_step <= offset + self.step or read_state(path)["stage"] != self.stage.name:
+                continue
+            reason = verify_checkpoint(path)
+            if reason is None:
                 return path
+            self.accelerator.print(f"[divergence guard] not rolling back to {path.name}: {reason}")
         return self.start_snapshot
 
     # ---------------------------------------------------------------- the loop
@@ -224,6 +259,12 @@ class StageRunner:
             lr = self.stage.lr_scheduler.get_last_lr()[0]
             acc.log({**{f"{stage.name}/{k}": v for k, v in logs.items()}, f"{stage.name}/lr": lr}, step=global_step)
             if self.step % opts.checkpointing_steps == 0 or self.step == max_steps:
+                reason = self.guard.at_checkpoint()
+                if reason is not None:
+                    self.step -= 1  # this step is not kept
+                    progress.n = self.step
+                    stream = self._roll_back(reason, progress)
+                    continue
                 self.save(checkpoint_dir(opts.output_dir, global_step))
                 if acc.is_main_process:
                     prune_checkpoints(opts.output_dir, opts.checkpoints_total_limit)

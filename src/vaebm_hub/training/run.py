@@ -28,7 +28,13 @@ from ..hub.push import create_repo_early
 from ..models import zero_energy_
 from ..models.layers import set_channels_last
 from ..presets import PRESETS, Preset
-from .checkpointing import CHECKPOINT_PREFIX, read_state, remove_stale_temporaries, resolve_resume
+from .checkpointing import (
+    CHECKPOINT_PREFIX,
+    read_state,
+    remove_stale_temporaries,
+    resolve_resume,
+    verify_checkpoint,
+)
 from .components import check_vae_fits_data, load_training_data, load_vae, make_pipeline, new_ebm, new_vae
 from .config import TrainingConfig, check_config, parse_args, preset_name, resolve_preset, steps_per_epoch
 from .ebm_stage import FROZEN_VAE_DIR, EBMStage, resolve_step_sizes
@@ -99,7 +105,7 @@ def plan_run(config: TrainingConfig) -> RunPlan:
     raises ``ValueError`` on bad input. This is the only function that reads the flags."""
     set_seed(config.seed)
     output_dir = Path(config.output_dir)
-    resume = resolve_resume(output_dir, config.resume_from_checkpoint)
+    resume = resolve_resume(output_dir, config.resume_from_checkpoint, verify=verify_checkpoint)
     fresh_start_allowed = config.overwrite_output_dir or config.resume_from_checkpoint is not None
     if not fresh_start_allowed and _has_previous_run(output_dir):
         raise ValueError(
