@@ -230,7 +230,7 @@ NVAE_DATASET_TO_PRESET = {
 
 def get_preset(name: str) -> Preset:
     """A preset by our name or by the NVAE dataset name; unknown names raise a ``ValueError`` listing the choices."""
-    key = NVAE_DATASET_TO_PRESET.get(name, name)
+    key = name if name in PRESETS else NVAE_DATASET_TO_PRESET.get(name, name)  # our names first: "mnist" is ours
     if key not in PRESETS:
         raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
     return PRESETS[key]
