@@ -223,3 +223,49 @@ def test_a_huge_learning_rate_ends_in_an_error_or_a_sane_model_never_a_degenerat
     except TrainingDivergedError:
         return
     assert energy_of_data(tmp_path / "huge") < 10 * max(energy_of_data(tmp_path / "normal"), 1.0)
+
+
+# ------------------------------------------------------------------------------------------------ converter
+def _official(name: str):
+    from conftest import OFFICIAL
+
+    return OFFICIAL / name / ("checkpoint.pt" if name.startswith("nvae") else "checkpoint.pth")
+
+
+def test_a_checkpoint_with_corrupted_bytes_fails_its_crc(tmp_path):
+    import zipfile
+
+    from vaebm_hub.convert import load_official_nvae
+
+    source = _official("nvae_A_cifar10_normal")
+    data = bytearray(source.read_bytes())
+    with zipfile.ZipFile(source) as archive:  # the largest tensor record: flip 64 bytes in the middle of its data
+        info = max(archive.infolist(), key=lambda i: i.file_size)
+    middle = info.header_offset + 30 + len(info.filename) + len(info.extra) + info.compress_size // 2
+    data[middle : middle + 64] = bytes(255 - b for b in data[middle : middle + 64])
+    damaged = tmp_path / "checkpoint.pt"
+    damaged.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match="CRC .* does not match"):
+        load_official_nvae(damaged)
+
+
+def test_the_converter_refuses_nan_weights_and_mismatched_resolutions(tmp_path):
+    import argparse
+
+    from vaebm_hub.convert import convert_official, load_official_nvae
+
+    checkpoint = torch.load(_official("nvae_A_cifar10_normal"), weights_only=False)
+    key = next(k for k, v in checkpoint["state_dict"].items() if v.is_floating_point())
+    checkpoint["state_dict"][key] = torch.full_like(checkpoint["state_dict"][key], float("nan"))
+    torch.save(checkpoint, tmp_path / "nan.pt")
+    with pytest.raises(ValueError, match=f"NaN/Inf values in 1 tensor.*{key}"):
+        load_official_nvae(tmp_path / "nan.pt")
+    with pytest.raises(ValueError, match=r"\(3, 32, 32\).*celeba64 energy network for \(3, 64, 64\)"):
+        convert_official(
+            _official("nvae_A_cifar10_normal"), tmp_path / "out", ebm_checkpoint=_official("ebm_celeba64")
+        )
+    huge = torch.load(_official("nvae_A_cifar10_normal"), weights_only=False)
+    huge["args"] = argparse.Namespace(**{**vars(huge["args"]), "num_channels_enc": 40000, "num_channels_dec": 40000})
+    torch.save(huge, tmp_path / "huge.pt")
+    with pytest.raises(ValueError, match="does not match the architecture"):  # refused on the meta device
+        load_official_nvae(tmp_path / "huge.pt")

@@ -7,7 +7,7 @@ import os
 import torch
 
 from ..models.modeling_ebm import EBM_LAYOUTS, VAEBMEnergyModel
-from .loading import load_official_checkpoint
+from .loading import check_finite_state_dict, load_official_checkpoint
 
 _SHOWN = 6  # mismatches listed per category in error messages
 
@@ -71,6 +71,7 @@ def load_official_ebm(
     in eval mode.
     """
     state_dict = _state_dict(load_official_checkpoint(path))
+    check_finite_state_dict(state_dict, os.fspath(path))
     n_channel, found_in_channels = state_dict["conv1.weight"].shape[:2]
     if in_channels is not None and in_channels != found_in_channels:
         raise ValueError(f"in_channels={in_channels} but the checkpoint's stem takes {found_in_channels} channels.")

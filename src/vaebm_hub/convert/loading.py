@@ -28,6 +28,7 @@ def load_official_checkpoint(path: str | os.PathLike, *, allow_namespace: bool =
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"No checkpoint file at {str(path)!r}.")
+    check_archive_integrity(path)
     allowed = torch.serialization.safe_globals([argparse.Namespace]) if allow_namespace else contextlib.nullcontext()
     try:
         with allowed:
@@ -53,3 +54,31 @@ def load_official_checkpoint(path: str | os.PathLike, *, allow_namespace: bool =
     if not isinstance(checkpoint, dict):
         raise ValueError(f"Checkpoint {str(path)!r} holds a {type(checkpoint).__name__}, expected a dict.")
     return checkpoint
+
+
+def check_archive_integrity(path: Path) -> None:
+    """Every member of a ``torch.save`` zip archive against its CRC (torch's reader does not check them, so a few
+    flipped bytes would load as a silently wrong weight); legacy non-zip files are left to ``torch.load``."""
+    if not zipfile.is_zipfile(path):
+        return
+    try:
+        with zipfile.ZipFile(path) as archive:
+            broken = archive.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError) as error:
+        raise ValueError(f"Checkpoint {str(path)!r} is a damaged archive ({error}); fetch it again.") from error
+    if broken is not None:
+        raise ValueError(
+            f"Checkpoint {str(path)!r} is corrupt: the CRC of {broken!r} does not match its data (a damaged copy "
+            "or download); fetch the file again."
+        )
+
+
+def check_finite_state_dict(state_dict: dict, source: str) -> None:
+    """Refuse a state dict holding NaN/Inf, naming the tensors (a converted pipeline would sample garbage)."""
+    bad = [
+        name
+        for name, value in state_dict.items()
+        if isinstance(value, torch.Tensor) and value.is_floating_point() and not torch.isfinite(value).all()
+    ]
+    if bad:
+        raise ValueError(f"{source!r} holds NaN/Inf values in {len(bad)} tensor(s), e.g. {bad[:3]}; refusing it.")

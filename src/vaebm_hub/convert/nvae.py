@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from ..models.modeling_vae import VAEBMVAE
-from .loading import load_official_checkpoint
+from .loading import check_finite_state_dict, load_official_checkpoint
 
 ALIAS_SUFFIX = ".weight_normalized"
 
@@ -97,9 +97,11 @@ def vae_from_checkpoint(checkpoint: dict, source: str = "checkpoint") -> VAEBMVA
     """``VAEBMVAE`` from an already loaded NVAE checkpoint dict (``state_dict`` + ``args``)."""
     if "state_dict" not in checkpoint or "args" not in checkpoint:
         raise ValueError(f"{source!r} is not an NVAE checkpoint: expected the keys 'state_dict' and 'args'")
-    vae = VAEBMVAE(**vae_config_from_nvae_args(checkpoint["args"]))
+    config = vae_config_from_nvae_args(checkpoint["args"])
     state_dict = strip_alias_keys(checkpoint["state_dict"])
-    expected = vae.state_dict()
+    check_finite_state_dict(state_dict, source)
+    with torch.device("meta"):  # shapes first: absurd args must not allocate gigabytes before they are refused
+        expected = VAEBMVAE(**config).state_dict()
     missing = sorted(set(expected) - set(state_dict))
     unexpected = sorted(set(state_dict) - set(expected))
     wrong_shape = [k for k in expected if k in state_dict and expected[k].shape != state_dict[k].shape]
@@ -109,5 +111,6 @@ def vae_from_checkpoint(checkpoint: dict, source: str = "checkpoint") -> VAEBMVA
             f"missing {missing[:5]}{'...' if len(missing) > 5 else ''}, "
             f"unexpected {unexpected[:5]}{'...' if len(unexpected) > 5 else ''}, wrong shapes {wrong_shape[:5]}"
         )
+    vae = VAEBMVAE(**config)
     vae.load_state_dict(state_dict, strict=True)
     return vae.eval()

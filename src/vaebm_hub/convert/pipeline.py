@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 from ..models import VAEBMVAE, VAEBMEnergyModel, zero_energy_
+from ..models.modeling_ebm import EBM_LAYOUTS
 from ..pipelines import VAEBMPipeline
 from ..presets import NVAE_DATASET_TO_PRESET, ebm_layout_for_size, get_preset
 from ..schedulers import LangevinScheduler
@@ -81,6 +82,13 @@ def convert_official(
         ebm = load_official_ebm(
             ebm_checkpoint, layout=ebm_layout, in_channels=vae.data_shape[0], sample_size=vae.data_shape[1]
         )
+        design = EBM_LAYOUTS[ebm.config.layout].sample_size
+        if design != vae.data_shape[1]:
+            raise ValueError(
+                f"{Path(nvae_checkpoint).name} models images of shape {tuple(vae.data_shape)} but "
+                f"{Path(ebm_checkpoint).name} is a {ebm.config.layout} energy network for "
+                f"({vae.data_shape[0]}, {design}, {design}) images; pair checkpoints of the same dataset."
+            )
     if dataset is None:  # the paper's setting for the checkpoint's own dataset, if it has one
         dataset = NVAE_DATASET_TO_PRESET.get(getattr(checkpoint["args"], "dataset", None))
     pipe = build_pipeline(vae, ebm, dataset=dataset, potential=potential)
