@@ -269,3 +269,68 @@ def test_the_converter_refuses_nan_weights_and_mismatched_resolutions(tmp_path):
     torch.save(huge, tmp_path / "huge.pt")
     with pytest.raises(ValueError, match="does not match the architecture"):  # refused on the meta device
         load_official_nvae(tmp_path / "huge.pt")
+
+
+# ------------------------------------------------------------------------------------------------ loading
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda d: _set_index(d, vae=["diffusers", "AutoencoderKL"]), "needs one of vaebm_hub.VAEBMVAE"),
+        (lambda d: _set_index(d, **{"..": ["vaebm_hub", "VAEBMVAE"]}), "not a folder name"),
+        (lambda d: _set_config(d / "ebm", sample_size=16), "energy network expects 1x16x16"),
+    ],
+    ids=["foreign class", "dotdot component", "sample_size mismatch"],
+)
+def test_saved_pipelines_that_cannot_work_are_refused_at_load(tmp_path, edit, message):
+    from vaebm_hub import VAEBMPipeline
+
+    make_tiny_pipeline().save_pretrained(tmp_path)
+    edit(tmp_path)
+    with pytest.raises(ValueError, match=message):
+        VAEBMPipeline.from_pretrained(tmp_path)
+
+
+def _set_index(folder, **entries):
+    import json
+
+    index = json.loads((folder / "model_index.json").read_text())
+    (folder / "model_index.json").write_text(json.dumps({**index, **entries}))
+
+
+def _set_config(folder, **values):
+    import json
+
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, **values}))
+
+
+# ------------------------------------------------------------------------------------------------ trainer input
+def test_bad_paths_and_sizes_fail_before_training(tmp_path):
+    from vaebm_hub.training import main
+
+    afile = tmp_path / "a-file"
+    afile.write_text("x")
+    with pytest.raises(ValueError, match="--output_dir .* is a file"):
+        main(["--dataset_name", "digits", "--output_dir", str(afile)])
+    with pytest.raises(ValueError, match="--resolution must be a positive"):
+        main(["--dataset_name", "digits", "--resolution", "-8", "--output_dir", str(tmp_path / "o")])
+    with pytest.raises(ValueError, match="not a built-in.*digits, mnist"):
+        main(["--dataset_name", "digitz", "--output_dir", str(tmp_path / "o")])
+
+
+def test_a_full_disk_says_so_and_keeps_the_last_checkpoint(tmp_path):
+    import errno
+
+    from vaebm_hub.training.checkpointing import list_checkpoints, write_atomically
+
+    def ok(tmp):
+        (tmp / "model.safetensors").write_bytes(b"x")
+
+    def full(tmp):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    write_atomically(tmp_path / "checkpoint-1", ok, {"stage": "vae"}, is_main_process=True, barrier=lambda: None)
+    with pytest.raises(OSError, match="disk full while writing checkpoint-2.*checkpoint-1, is intact"):
+        write_atomically(tmp_path / "checkpoint-2", full, {"stage": "vae"}, is_main_process=True, barrier=lambda: None)
+    assert [p.name for _, p in list_checkpoints(tmp_path)] == ["checkpoint-1"]
+    assert not (tmp_path / ".tmp-checkpoint-2").exists()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import re
 from pathlib import Path
 
 import torch
@@ -105,22 +106,53 @@ def check_weights_match_config(model_class, folder: Path, variant: str | None = 
         )
 
 
+# What each component of a VAEBM pipeline must be (class names of this package).
+COMPONENT_CLASSES = {
+    "vae": ("VAEBMVAE", "VAEBMMLPVAE"),
+    "ebm": ("VAEBMEnergyModel", "VAEBMEnergyMLP"),
+    "scheduler": ("LangevinScheduler",),
+}
+COMPONENT_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
 def verify_saved_pipeline(root: str | Path, variant: str | None = None) -> None:
-    """Check every component of a saved VAEBM pipeline before diffusers loads it. Component classes are resolved by
+    """Check every component of a saved VAEBM pipeline before diffusers loads it: names that are plain identifiers
+    (never ``..``), the classes the pipeline needs (a foreign class would load with random weights), configs and
+    weights that agree, and a VAE and an energy network for the same image size. Component classes are resolved by
     library name at call time, as diffusers' loader does."""
     package = importlib.import_module(LIBRARY_NAME)
     root = Path(root)
     index = _read_json(root / "model_index.json")
+    configs = {}
     for name, entry in index.items():
         if name.startswith("_") or not isinstance(entry, list) or entry[0] is None:
             continue
+        if not COMPONENT_NAME.fullmatch(name):
+            raise ValueError(f"{root / 'model_index.json'} names a component {name!r}, which is not a folder name.")
         folder = root / name
         if not folder.is_dir():
             raise ValueError(f"{root / 'model_index.json'} names a component {name!r} but {folder} does not exist.")
+        wanted = COMPONENT_CLASSES.get(name)
+        if wanted is not None and (entry[0] != LIBRARY_NAME or entry[1] not in wanted):
+            raise ValueError(
+                f"{root / 'model_index.json'} makes {name!r} a {entry[0]}.{entry[1]}, but a VAEBM pipeline needs "
+                f"one of {', '.join(LIBRARY_NAME + '.' + c for c in wanted)} there; fix the file or re-save it."
+            )
         cls = getattr(package, entry[1], None)
         if cls is None or entry[0] != LIBRARY_NAME:
-            continue  # a component from another library: diffusers checks it
+            continue  # an extra component from another library: diffusers checks it
         if issubclass(cls, SchedulerMixin):
             _read_json(folder / "scheduler_config.json")
         else:
             check_weights_match_config(cls, folder, variant)
+            configs[name] = _read_json(folder / "config.json")
+    vae, ebm = configs.get("vae", {}), configs.get("ebm", {})
+    if "sample_size" in vae and "sample_size" in ebm:
+        vae_shape = (vae.get("in_channels"), vae["sample_size"])
+        ebm_shape = (ebm.get("in_channels"), ebm["sample_size"])
+        if vae_shape != ebm_shape:
+            raise ValueError(
+                f"{root}: the VAE models {vae_shape[0]}x{vae_shape[1]}x{vae_shape[1]} images but the energy network "
+                f"expects {ebm_shape[0]}x{ebm_shape[1]}x{ebm_shape[1]} (their config.json sample_size / in_channels "
+                "disagree); re-save the pipeline from matching components."
+            )

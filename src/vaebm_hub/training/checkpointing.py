@@ -8,6 +8,7 @@ complete checkpoint is never touched before the new one is committed.
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -180,16 +181,28 @@ def write_atomically(
     """Every process calls this. ``write_all_ranks(tmp)`` writes the folder's files (collectively); the main process
     then writes ``state`` as ``training_state.json`` and commits ``tmp`` to ``final``."""
     tmp = final.with_name(TMP_PREFIX + final.name)
-    if is_main_process:
+    try:
+        if is_main_process:
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+        barrier()
+        write_all_ranks(tmp)
+        barrier()
+        if is_main_process:
+            (tmp / STATE_FILE).write_text(json.dumps(state, indent=2))
+            commit_directory(tmp, final)
+        barrier()
+    except OSError as error:
+        if error.errno != errno.ENOSPC:
+            raise
         shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-    barrier()
-    write_all_ranks(tmp)
-    barrier()
-    if is_main_process:
-        (tmp / STATE_FILE).write_text(json.dumps(state, indent=2))
-        commit_directory(tmp, final)
-    barrier()
+        kept = list_checkpoints(final.parent)
+        last = f"the last complete checkpoint, {kept[-1][1].name}, is intact" if kept else "no earlier checkpoint"
+        raise OSError(
+            errno.ENOSPC,
+            f"disk full while writing {final.name} ({error}); {last}. Free space (or pass --checkpoints_total_limit) "
+            "and continue with --resume_from_checkpoint latest.",
+        ) from error
 
 
 def prune_checkpoints(output_dir: str | os.PathLike, total_limit: int | None) -> list[Path]:

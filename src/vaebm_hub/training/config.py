@@ -388,6 +388,10 @@ def check_config(config: TrainingConfig) -> None:
     for name in ("preset", "vae_preset"):
         if getattr(config, name) is not None:
             get_preset(getattr(config, name))  # unknown names list the choices
+    if config.resolution is not None and config.resolution < 1:
+        raise ValueError(f"--resolution must be a positive image size in pixels, got {config.resolution}.")
+    if Path(config.output_dir).exists() and not Path(config.output_dir).is_dir():
+        raise ValueError(f"--output_dir {config.output_dir!r} is a file; pass a folder (new or a previous run's).")
     if config.push_to_hub and not config.hub_model_id:
         raise ValueError("--push_to_hub needs --hub_model_id (e.g. your-name/vaebm-digits).")
     if config.gradient_accumulation_steps < 1:
