@@ -5,16 +5,13 @@ from __future__ import annotations
 import ast
 import json
 import shutil
-import subprocess
-import sys
-import textwrap
 import time
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 import torch
-from conftest import make_tiny_pipeline
+from conftest import make_tiny_pipeline, sample_without_the_package
 from huggingface_hub import RepoUrl, metadata_load
 from huggingface_hub import constants as hub_constants
 from huggingface_hub.errors import OfflineModeIsEnabled
@@ -22,7 +19,7 @@ from huggingface_hub.utils import filter_repo_objects
 from PIL import Image
 
 from vaebm_hub import VAEBMMLPVAE, LangevinScheduler, VAEBMEnergyMLP, VAEBMPipeline
-from vaebm_hub.hub import create_model_card, export_remote_code, push_pipeline, validate_model_card
+from vaebm_hub.hub import add_remote_code, create_model_card, export_remote_code, push_pipeline, validate_model_card
 from vaebm_hub.hub.cards import CODE_BLOCK
 from vaebm_hub.hub.remote_code import _lazy_replacement, check_no_name_clashes, module_closure, read_source_module
 
@@ -34,6 +31,12 @@ PIPELINE_FILES = {
     "scheduler/scheduler_config.json",
     "vae/config.json",
     "vae/diffusion_pytorch_model.safetensors",
+}
+CODE_FILES = {  # the published layout's generated code (vaebm_hub.hub.remote_code)
+    "pipeline_vaebm.py",
+    "vae/modeling_vaebm_vae.py",
+    "ebm/modeling_vaebm_ebm.py",
+    "scheduler/scheduling_vaebm_langevin.py",
 }
 
 
@@ -197,8 +200,8 @@ def test_push_uploads_only_pipeline_files(saved_dir, tmp_path, online):
 
     assert url == f"https://huggingface.co/{REPO_ID}/commit/0123abc"
     assert api.created == {"repo_id": REPO_ID, "private": True, "exist_ok": True, "token": "hf_test"}
-    assert set(api.uploaded) == PIPELINE_FILES | {"README.md", "samples.png"}
-    assert api.card_yaml["library_name"] == "vaebm_hub"
+    assert set(api.uploaded) == PIPELINE_FILES | CODE_FILES | {"README.md", "samples.png"}
+    assert api.card_yaml["library_name"] == "diffusers"  # the published layout loads with plain diffusers
     readme = (api.remote / "README.md").read_text()
     assert f'from_pretrained("{REPO_ID}")' in readme and "![VAEBM samples](samples.png)" in readme
     validate_model_card(api.remote / "README.md", repo_id=REPO_ID)
@@ -220,20 +223,56 @@ def test_push_keeps_the_folders_card_pointed_at_the_repo(saved_dir, tmp_path, on
     (folder / "README.md").write_text("# my notes\n")  # not a model card: replaced by a fresh one
     api = RecordingHubApi(tmp_path / "remote2")
     push_pipeline(folder, REPO_ID, api=api)
-    assert api.card_yaml["library_name"] == "vaebm_hub" and "my notes" not in (api.remote / "README.md").read_text()
+    assert api.card_yaml["library_name"] == "diffusers" and "my notes" not in (api.remote / "README.md").read_text()
 
 
 def test_push_pipeline_object_round_trips(tmp_path, online):
     pipe = make_tiny_pipeline()
     api = RecordingHubApi(tmp_path / "remote")
     push_pipeline(pipe, REPO_ID, api=api, commit_message="first upload")
-    assert set(api.uploaded) == PIPELINE_FILES | {"README.md"} and api.commit_message == "first upload"
+    assert set(api.uploaded) == PIPELINE_FILES | CODE_FILES | {"README.md"} and api.commit_message == "first upload"
 
-    reloaded = VAEBMPipeline.from_pretrained(api.remote)
+    reloaded = VAEBMPipeline.from_pretrained(api.remote)  # the package's own classes, no code is run
+    assert type(reloaded.vae) is type(pipe.vae) and type(reloaded.scheduler) is LangevinScheduler
     reloaded.set_progress_bar_config(disable=True)
     kwargs = {"batch_size": 2, "num_inference_steps": 2, "output_type": "pt"}
     expected = pipe(generator=torch.Generator().manual_seed(3), **kwargs).images
     torch.testing.assert_close(reloaded(generator=torch.Generator().manual_seed(3), **kwargs).images, expected)
+    resaved = tmp_path / "resaved"
+    reloaded.save_pretrained(resaved)  # a local save is the package layout again
+    assert json.loads((resaved / "model_index.json").read_text())["_class_name"] == "VAEBMPipeline"
+
+
+def test_pushed_repo_loads_with_plain_diffusers_without_the_package(tmp_path, online):
+    pipe = make_tiny_pipeline()
+    api = RecordingHubApi(tmp_path / "remote")
+    push_pipeline(pipe, REPO_ID, api=api)
+    results = sample_without_the_package({"pushed": api.remote}, tmp_path)
+    for step_size in (None, 2e-2):
+        out = pipe(batch_size=2, num_inference_steps=2, step_size=step_size, output_type="pt",
+                   generator=torch.Generator().manual_seed(7), return_energy_trace=True)  # fmt: skip
+        images, trace = results[f"pushed/{step_size}"]
+        torch.testing.assert_close(images, out.images, rtol=0, atol=1e-6)
+        torch.testing.assert_close(trace, out.energy_trace, rtol=0, atol=1e-5)
+
+
+def test_push_can_keep_the_package_layout(tmp_path, online):
+    api = RecordingHubApi(tmp_path / "remote")
+    push_pipeline(make_tiny_pipeline(), REPO_ID, api=api, remote_code=False)
+    assert set(api.uploaded) == PIPELINE_FILES | {"README.md"} and api.card_yaml["library_name"] == "vaebm_hub"
+
+
+def test_add_remote_code_in_place_is_idempotent_and_keeps_weights(saved_dir, tmp_path):
+    folder = tmp_path / "published"
+    shutil.copytree(saved_dir, folder)
+    add_remote_code(folder)
+    files = {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()}
+    assert files == PIPELINE_FILES | CODE_FILES
+    for rel in PIPELINE_FILES - {"model_index.json"}:
+        assert (folder / rel).read_bytes() == (saved_dir / rel).read_bytes(), rel
+    snapshot = {rel: (folder / rel).read_bytes() for rel in files}
+    add_remote_code(folder)
+    assert {rel: (folder / rel).read_bytes() for rel in files} == snapshot
 
 
 def test_push_with_variant_uploads_only_that_variant(tmp_path, online):
@@ -321,52 +360,12 @@ def test_export_layout_is_self_contained_and_deterministic(saved_dir, tmp_path):
         export_remote_code(saved_dir, first)
 
 
-EXPORT_LOADER = textwrap.dedent(
-    """
-    import sys
-
-    class BlockVaebmHub:  # the exported code must not need the package
-        def find_spec(self, name, path=None, target=None):
-            if name.split(".")[0] == "vaebm_hub":
-                raise ModuleNotFoundError(f"vaebm_hub is blocked in this test: {name}")
-
-    sys.meta_path.insert(0, BlockVaebmHub())
-    import torch
-    from diffusers import DiffusionPipeline
-
-    results = {}
-    for name, folder in zip(sys.argv[2::2], sys.argv[3::2]):
-        pipe = DiffusionPipeline.from_pretrained(folder, trust_remote_code=True)
-        pipe.set_progress_bar_config(disable=True)
-        assert type(pipe).__module__.startswith("diffusers_modules.local."), type(pipe)
-        for step_size in (None, 2e-2):
-            out = pipe(batch_size=2, num_inference_steps=2, step_size=step_size, output_type="pt",
-                       generator=torch.Generator().manual_seed(7), return_energy_trace=True)
-            results[f"{name}/{step_size}"] = (out.images, out.energy_trace)
-        try:
-            pipe.push_to_hub("someone/x")
-        except ImportError as error:
-            results[f"{name}/push_error"] = str(error)
-    assert not [m for m in sys.modules if m.split(".")[0] == "vaebm_hub"]
-    torch.save(results, sys.argv[1])
-    """
-)
-
-
 def test_export_loads_without_the_package_and_matches(tmp_path):
     pipes = {"conv": make_tiny_pipeline(), "mlp": make_tiny_mlp_pipeline()}
     args = []
     for name, pipe in pipes.items():  # two exports in one process share diffusers' `local` module cache
         args += [name, str(export_remote_code(pipe, tmp_path / name))]
-    env = {"HF_HUB_OFFLINE": "1", "HF_MODULES_CACHE": str(tmp_path / "modules"), "PATH": "/usr/bin:/bin"}
-    result_file = tmp_path / "results.pt"
-    proc = subprocess.run(
-        [sys.executable, "-c", EXPORT_LOADER, str(result_file), *args],
-        env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "Expected types" not in proc.stderr and "might require" not in proc.stderr, proc.stderr
-    results = torch.load(result_file)
+    results = sample_without_the_package(dict(zip(args[::2], args[1::2])), tmp_path)
     for name, pipe in pipes.items():
         for step_size in (None, 2e-2):
             out = pipe(batch_size=2, num_inference_steps=2, step_size=step_size, output_type="pt",

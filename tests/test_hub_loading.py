@@ -12,6 +12,7 @@ import torch
 from huggingface_hub import constants
 
 from vaebm_hub import VAEBMVAE, VAEBMEnergyModel, VAEBMPipeline
+from vaebm_hub.hub import add_remote_code
 
 REPO_ID = "vaebm-tests/tiny-digits"
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
@@ -48,6 +49,19 @@ def test_hub_id_loads_offline_from_the_cache(tiny_pipeline, tmp_path, offline):
     loaded = VAEBMPipeline.from_pretrained(REPO_ID, cache_dir=tmp_path)
     assert isinstance(loaded.vae, VAEBMVAE) and isinstance(loaded.ebm, VAEBMEnergyModel)
     np.testing.assert_array_equal(sample(loaded), sample(tiny_pipeline))
+
+
+def test_published_layout_loads_from_the_hub_cache_with_the_package_classes(tiny_pipeline, tmp_path, offline):
+    snapshot = write_cache_snapshot(tiny_pipeline, tmp_path)
+    add_remote_code(snapshot)  # what push_pipeline uploads
+    for code in snapshot.rglob("*.py"):
+        code.unlink()  # download() never fetches the code files: the package's own classes are used
+    loaded = VAEBMPipeline.from_pretrained(REPO_ID, cache_dir=tmp_path)
+    assert isinstance(loaded.vae, VAEBMVAE) and isinstance(loaded.ebm, VAEBMEnergyModel)
+    assert loaded.config.potential == tiny_pipeline.config.potential
+    np.testing.assert_array_equal(sample(loaded), sample(tiny_pipeline))
+    half = VAEBMPipeline.from_pretrained(REPO_ID, cache_dir=tmp_path, dtype=torch.bfloat16)
+    assert half.vae.dtype == torch.bfloat16 and half.ebm.dtype == torch.bfloat16
 
 
 def test_download_fetches_only_pipeline_files(tiny_pipeline, tmp_path, monkeypatch):

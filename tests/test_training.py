@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 from accelerate.utils import write_basic_config
+from conftest import sample_without_the_package
 from safetensors.torch import load_file
 
 from vaebm_hub import VAEBMVAE, VAEBMPipeline
@@ -111,7 +112,12 @@ def test_accelerate_launch_stage_all_bf16_with_tensorboard(accelerate_config, tm
     assert [(s, read_state(p)["stage"]) for s, p in list_checkpoints(out)] == [(2, "vae"), (4, "ebm")]
     assert list((out / "logs").rglob("events.out.tfevents*")), "TensorBoard logs are missing"
     card = (out / "README.md").read_text()
-    assert "library_name: vaebm_hub" in card and "pipeline_tag: unconditional-image-generation" in card
+    assert "library_name: diffusers" in card and "pipeline_tag: unconditional-image-generation" in card
+    assert "trust_remote_code=True" in card and 'VAEBMPipeline.from_pretrained("' in card
+    # The trainer saves the published layout: plain diffusers loads it without the package, with the same chain.
+    results = sample_without_the_package({"trained": out}, tmp_path)
+    expected = pipe(batch_size=2, num_inference_steps=2, output_type="pt", generator=torch.Generator().manual_seed(7))
+    torch.testing.assert_close(results["trained/None"][0], expected.images, rtol=0, atol=1e-6)
 
 
 def test_two_process_cpu_run(accelerate_config, tmp_path):

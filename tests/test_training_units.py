@@ -10,6 +10,7 @@ import pytest
 import torch
 from conftest import make_tiny_pipeline
 from huggingface_hub import constants as hub_constants
+from huggingface_hub import metadata_load
 from huggingface_hub.utils import filter_repo_objects
 from PIL import Image
 
@@ -287,6 +288,23 @@ class RecordingApi:
         staged = sorted(p.relative_to(folder_path).as_posix() for p in Path(folder_path).rglob("*") if p.is_file())
         self.calls.append(("upload_folder", list(filter_repo_objects(staged, allow_patterns=allow_patterns))))
         return "commit"
+
+
+def test_trained_card_has_a_license_zero_valued_flags_and_each_stages_effective_settings(tmp_path):
+    make_tiny_pipeline().save_pretrained(tmp_path)
+    config = parse_args(["--dataset_name", "digits", "--seed", "0", "--ebm_learning_rate", "3e-5"])
+    rows = card_rows(config, resolve_preset(config, (1, 8, 8)), ["vae", "ebm"])
+    card = write_model_card(tmp_path, rows, dataset_name="digits").read_text()
+    meta = metadata_load(tmp_path / "README.md")
+    assert meta["license"] == "apache-2.0"  # the Hub shows "unknown" without one
+    assert "| `seed` | 0 |" in card  # a 0-valued flag is still a setting
+    assert "| `ebm_training.learning_rate` | 3e-05 |" in card
+    for key in ("vae_training.learning_rate", "vae_training.batch_size", "vae_training.max_train_steps",
+                "ebm_training.batch_size", "ebm_training.max_train_steps"):  # fmt: skip
+        assert f"| `{key}` |" in card, key
+    config = parse_args(["--dataset_name", "digits", "--hub_license", "mit"])
+    write_model_card(tmp_path, card_rows(config, resolve_preset(config, (1, 8, 8)), ["ebm"]), license="mit")
+    assert metadata_load(tmp_path / "README.md")["license"] == "mit"
 
 
 def test_push_uploads_the_pipeline_card_and_grid_but_never_checkpoints(tmp_path, monkeypatch):

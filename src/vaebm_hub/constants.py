@@ -12,3 +12,6 @@ HUB_ALLOW_PATTERNS = (
     "*/*.safetensors.index*.json",
     "README.md",
 )
+
+# The license trained model cards carry unless --hub_license says otherwise: the package's own (pyproject.toml).
+DEFAULT_MODEL_LICENSE = "apache-2.0"

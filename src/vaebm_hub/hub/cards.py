@@ -52,7 +52,8 @@ def usage_snippet(source: str, *, images: bool = True, remote_code: bool = False
     """Python code that loads the pipeline from ``source`` (Hub id or folder), samples with a seed and saves it."""
     if remote_code:
         head = [
-            "# pip install diffusers torch  (the model code ships with this repository)",
+            "# pip install diffusers torch  (the model code ships with this repository; with `pip install vaebm-hub`,",
+            f'# `vaebm_hub.VAEBMPipeline.from_pretrained("{source}")` loads it as well)',
             "import torch",
             "from diffusers import DiffusionPipeline",
         ]

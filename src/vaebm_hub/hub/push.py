@@ -13,6 +13,7 @@ from huggingface_hub.errors import OfflineModeIsEnabled
 
 from .cards import create_model_card, validate_model_card
 from .files import SAMPLE_GRID_NAME, pipeline_files, stage_pipeline
+from .remote_code import add_remote_code
 
 logger = logging.getLogger(__name__)
 FROM_PRETRAINED = re.compile(r'(\.from_pretrained\()"[^"]*"')
@@ -61,8 +62,13 @@ def push_pipeline(
     card: ModelCard | None = None,
     api: HfApi | None = None,
     variant: str | None = None,
+    remote_code: bool = True,
 ) -> str:
     """Upload a pipeline (object or saved folder) to ``repo_id``; returns the commit URL.
+
+    With ``remote_code`` (the default) the upload is the published layout (:func:`~.remote_code.add_remote_code`):
+    ``VAEBMPipeline.from_pretrained(repo_id)`` loads it with this package installed, and plain diffusers with
+    ``DiffusionPipeline.from_pretrained(repo_id, trust_remote_code=True)`` without it.
 
     The pipeline is staged in a temporary folder — saved with safetensors, or its :func:`~.files.pipeline_files`
     copied — with ``card`` as ``README.md``; only those files are uploaded (``allow_patterns`` lists them). Without
@@ -75,6 +81,8 @@ def push_pipeline(
     with tempfile.TemporaryDirectory(prefix="vaebm_push_") as staging:
         folder = Path(staging)
         stage_pipeline(pipeline_or_dir, folder, variant=variant)
+        if remote_code:
+            add_remote_code(folder)
         repo_url = api.create_repo(repo_id, private=private, exist_ok=True, token=token)
         repo_id = getattr(repo_url, "repo_id", None) or repo_id
         if card is None:

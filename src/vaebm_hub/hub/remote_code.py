@@ -271,7 +271,7 @@ def _write_export(source: Path, out: Path) -> None:
             provided.setdefault(module, f".{name}.{stems[name]}")
 
     out.mkdir(parents=True, exist_ok=True)
-    for rel in pipeline_files(source):
+    for rel in pipeline_files(source) if out.resolve() != source.resolve() else []:
         if "/" in rel:  # component configs and weights; the root README (usage of the package) stays behind
             (out / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(source / rel, out / rel)
@@ -283,7 +283,9 @@ def _write_export(source: Path, out: Path) -> None:
     index["_class_name"] = [pipeline_stem, index["_class_name"]]
     for name, stem in stems.items():
         index[name] = [stem, index[name][1]]
-    (out / "model_index.json").write_text(json.dumps(index, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    staged_index = out / "model_index.json.tmp"  # replaced last and atomically: an interrupted in-place export
+    staged_index.write_text(json.dumps(index, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    os.replace(staged_index, out / "model_index.json")  # leaves the package layout, which still loads
 
     # diffusers copies exactly the files named by `from .x.y import` lines (found by regex) into its module cache
     imported = RELATIVE_IMPORT.findall(pipeline_code)
@@ -308,3 +310,14 @@ def export_remote_code(pipeline_or_dir, output_dir: str | Path) -> Path:
             stage_pipeline(pipeline_or_dir, staging)
             _write_export(Path(staging), out)
     return out
+
+
+def add_remote_code(folder: str | Path) -> Path:
+    """Turn a saved pipeline folder into the published layout in place: the generated code files are added and
+    ``model_index.json`` is rewritten last, so an interrupted call leaves the package layout. Both
+    ``VAEBMPipeline.from_pretrained(folder)`` (with this package) and ``DiffusionPipeline.from_pretrained(folder,
+    trust_remote_code=True)`` (without it) load the result. A folder already in that layout is left as it is."""
+    folder = Path(folder)
+    if not remote_code_files(read_model_index(folder)):
+        _write_export(folder, folder)
+    return folder

@@ -115,6 +115,28 @@ COMPONENT_CLASSES = {
 COMPONENT_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
+def remote_code_components(root: str | Path, index: dict | None = None) -> dict[str, str]:
+    """``{component: class name}`` of the components a remote-code flavour (``_class_name: [module, class]``, see
+    :mod:`vaebm_hub.hub.remote_code`) ships as generated code of this package's classes: entries ``[stem, class]``
+    (the code in ``<component>/<stem>.py``) with ``class`` one of :data:`COMPONENT_CLASSES`. With the package
+    installed these load as the package's own classes, which the code files were generated from, so the files
+    themselves are neither needed nor downloaded."""
+    root = Path(root)
+    index = _read_json(root / "model_index.json") if index is None else index
+    if not isinstance(index.get("_class_name"), list):
+        return {}
+    return {
+        name: entry[1]
+        for name, entry in index.items()
+        if name in COMPONENT_CLASSES
+        and isinstance(entry, list)
+        and len(entry) == 2
+        and entry[1] in COMPONENT_CLASSES[name]
+        and isinstance(entry[0], str)
+        and COMPONENT_NAME.fullmatch(entry[0])
+    }
+
+
 def verify_saved_pipeline(root: str | Path, variant: str | None = None) -> None:
     """Check every component of a saved VAEBM pipeline before diffusers loads it: names that are plain identifiers
     (never ``..``), the classes the pipeline needs (a foreign class would load with random weights), configs and
@@ -123,6 +145,7 @@ def verify_saved_pipeline(root: str | Path, variant: str | None = None) -> None:
     package = importlib.import_module(LIBRARY_NAME)
     root = Path(root)
     index = _read_json(root / "model_index.json")
+    remote = remote_code_components(root, index)
     configs = {}
     for name, entry in index.items():
         if name.startswith("_") or not isinstance(entry, list) or entry[0] is None:
@@ -132,14 +155,15 @@ def verify_saved_pipeline(root: str | Path, variant: str | None = None) -> None:
         folder = root / name
         if not folder.is_dir():
             raise ValueError(f"{root / 'model_index.json'} names a component {name!r} but {folder} does not exist.")
+        library = LIBRARY_NAME if name in remote else entry[0]
         wanted = COMPONENT_CLASSES.get(name)
-        if wanted is not None and (entry[0] != LIBRARY_NAME or entry[1] not in wanted):
+        if wanted is not None and (library != LIBRARY_NAME or entry[1] not in wanted):
             raise ValueError(
                 f"{root / 'model_index.json'} makes {name!r} a {entry[0]}.{entry[1]}, but a VAEBM pipeline needs "
                 f"one of {', '.join(LIBRARY_NAME + '.' + c for c in wanted)} there; fix the file or re-save it."
             )
         cls = getattr(package, entry[1], None)
-        if cls is None or entry[0] != LIBRARY_NAME:
+        if cls is None or library != LIBRARY_NAME:
             continue  # an extra component from another library: diffusers checks it
         if issubclass(cls, SchedulerMixin):
             _read_json(folder / "scheduler_config.json")

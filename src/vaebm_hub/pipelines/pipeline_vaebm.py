@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import functools
+import importlib
+import inspect
 import math
 import os
 from collections.abc import Callable
@@ -11,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import PIL.Image
 import torch
-from diffusers import DiffusionPipeline, ModelMixin
-from diffusers.utils import replace_example_docstring
+from diffusers import DiffusionPipeline, ModelMixin, SchedulerMixin
+from diffusers.utils import logging, replace_example_docstring
 from huggingface_hub import constants as hub_constants
 from huggingface_hub import snapshot_download
 from huggingface_hub.errors import (
@@ -27,13 +29,14 @@ from ..constants import HUB_ALLOW_PATTERNS, LIBRARY_NAME
 from ..models.layers import set_channels_last
 from ..schedulers.scheduling_langevin import LangevinScheduler
 from ..utils import eval_mode
-from .checks import verify_saved_pipeline
+from .checks import remote_code_components, verify_saved_pipeline
 from .langevin_chain import NonFiniteChainError, finite_chain_indices, langevin_chain
 from .output import VAEBMPipelineOutput, samples_to_numpy
 from .potential import POTENTIALS, potential_and_grad
 
 __all__ = ["NonFiniteChainError", "VAEBMPipeline", "VAEBMPipelineOutput"]
 
+logger = logging.get_logger(__name__)
 OUTPUT_TYPES = ("pil", "np", "pt", "latent")
 TEMPERATURE_RANGE = (0.0, 10.0)  # the prior's temperature t: above 10 the VAE's samples are noise
 
@@ -57,6 +60,10 @@ def as_real(value, name: str) -> float:
 
 # The chain state is noise, ~N(0, I) under the prior: a coordinate beyond this has diverged, even if still finite.
 NOISE_DIVERGENCE_BOUND = 1e4
+# ``from_pretrained`` arguments that also apply to loading one model component.
+MODEL_LOADING_KWARGS = ("dtype", "torch_dtype", "variant", "low_cpu_mem_usage", "use_safetensors")
+# ``from_pretrained`` arguments that only concern finding the files (used by :meth:`VAEBMPipeline.download`).
+HUB_DOWNLOAD_KWARGS = ("revision", "cache_dir", "token", "force_download", "local_files_only")
 
 EXAMPLE_DOC_STRING = """
     Examples:
@@ -178,7 +185,32 @@ class VAEBMPipeline(DiffusionPipeline):
         if not os.path.isdir(path):
             path = cls.download(path, **kwargs)
         verify_saved_pipeline(path, variant=kwargs.get("variant"))
+        remote = remote_code_components(path)
+        if remote:
+            return cls._from_published_layout(path, remote, pretrained_model_name_or_path, kwargs)
         return super().from_pretrained(path, **kwargs)
+
+    @classmethod
+    def _from_published_layout(cls, path, remote: dict[str, str], source, kwargs: dict) -> VAEBMPipeline:
+        """Load the remote-code layout that published pipelines use (generated code beside each component) with
+        this package's own classes, without running the code files: they are generated from these classes.
+        diffusers' loader would insist on ``trust_remote_code``, so the pipeline is assembled here."""
+        package = importlib.import_module(LIBRARY_NAME)
+        model_kwargs = {k: kwargs.pop(k) for k in MODEL_LOADING_KWARGS if k in kwargs}
+        parameters = inspect.signature(cls.__init__).parameters
+        init = {k: v for k, v in cls.load_config(path).items() if k in parameters and k not in remote}
+        for name, class_name in remote.items():
+            if name not in kwargs:
+                component_class = getattr(package, class_name)
+                extra = {} if issubclass(component_class, SchedulerMixin) else model_kwargs
+                init[name] = component_class.from_pretrained(path, subfolder=name, **extra)
+        init.update({k: kwargs.pop(k) for k in list(kwargs) if k in parameters})
+        ignored = sorted(set(kwargs) - set(HUB_DOWNLOAD_KWARGS))
+        if ignored:
+            logger.warning(f"Keyword arguments {ignored} are not expected by {cls.__name__} and will be ignored.")
+        pipe = cls(**init)
+        pipe.register_to_config(_name_or_path=str(source))
+        return pipe
 
     def save_pretrained(
         self,

@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
 
+from ..constants import DEFAULT_MODEL_LICENSE
 from ..presets import PRESETS, VAE_CLASSES, Preset, get_preset, preset_for_images, resolve
 
 STAGES = ("vae", "ebm", "all")
@@ -87,7 +88,7 @@ class TrainingConfig:
     kl_warmup_fraction: float | None = None
     kl_const_coeff: float | None = None
     no_kl_balance: bool = False
-    vae_likelihood_clamp: bool = False
+    vae_likelihood_clamp: bool | None = None
     no_readjust_bn: bool = False
     no_dynamic_binarization: bool = False
     readjust_bn_batches: int | None = None
@@ -122,6 +123,7 @@ class TrainingConfig:
     hub_model_id: str | None = None
     hub_token: str | None = None
     hub_private_repo: bool = False
+    hub_license: str = DEFAULT_MODEL_LICENSE
     local_rank: int = -1
 
 
@@ -245,9 +247,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--no_kl_balance", action="store_true", help="Turn off NVAE's KL balancing during warm-up.")
     g.add_argument(
         "--vae_likelihood_clamp",
-        action="store_true",
-        help="Train with VAEBM's sampling-time likelihood clamp (log sigma >= -2) instead of NVAE's unclamped "
-        "likelihood (the behaviour before 0.2).",
+        action=argparse.BooleanOptionalAction,
+        help="Train with VAEBM's sampling-time likelihood clamp (log sigma >= -2), or with "
+        "--no-vae_likelihood_clamp NVAE's unclamped likelihood (default: the preset's; see docs/results.md).",
     )
     g.add_argument(
         "--no_readjust_bn",
@@ -358,6 +360,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--hub_model_id", help="The Hub repository to push to, e.g. your-name/vaebm-mnist.")
     g.add_argument("--hub_token", help="Token for the upload (default: HF_TOKEN or the stored login).")
     g.add_argument("--hub_private_repo", action="store_true", help="Create the repository as private.")
+    g.add_argument(
+        "--hub_license",
+        default=DEFAULT_MODEL_LICENSE,
+        help="The model card's license (a Hub license id; default: %(default)s, the package's license).",
+    )
     return p
 
 
@@ -513,7 +520,7 @@ def resolve_preset(
             kl_warmup_fraction=c.kl_warmup_fraction,
             kl_const_coeff=c.kl_const_coeff,
             kl_balance=False if c.no_kl_balance else None,
-            likelihood_clamp=True if c.vae_likelihood_clamp else None,
+            likelihood_clamp=c.vae_likelihood_clamp,
             dynamic_binarization=False if c.no_dynamic_binarization else None,
             readjust_bn_batches=0 if c.no_readjust_bn else c.readjust_bn_batches,
             spectral_reg_coeff=c.vae_spectral_reg_coeff,

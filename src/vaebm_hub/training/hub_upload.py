@@ -7,6 +7,7 @@ from pathlib import Path
 
 from huggingface_hub import HfApi
 
+from ..constants import DEFAULT_MODEL_LICENSE
 from ..data import BUILTIN_DATASETS
 from ..hub import create_model_card, push_pipeline
 
@@ -23,9 +24,10 @@ def write_model_card(
     *,
     dataset_name: str | None = None,
     repo_id: str | None = None,
+    license: str = DEFAULT_MODEL_LICENSE,
 ) -> Path:
     """Write the saved pipeline's ``README.md``: usage, components, the run's settings (``training_config``: the
-    rows of the card's "Training configuration" table) and its latest samples."""
+    rows of the card's "Training configuration" table), its latest samples and ``license``."""
     folder = Path(output_dir)
     hub_dataset = (
         dataset_name if dataset_name and dataset_name not in BUILTIN_DATASETS and "/" in dataset_name else None
@@ -38,6 +40,7 @@ def write_model_card(
         datasets=[hub_dataset] if hub_dataset else None,
         training_config=training_config,
         sample_grid=str(grid) if grid else None,
+        license=license,
     )
     path = folder / "README.md"
     card.save(path)

@@ -23,7 +23,9 @@ from accelerate.utils import ProjectConfiguration, set_seed
 from torch import nn
 from torch.utils.data import Dataset
 
+from ..constants import DEFAULT_MODEL_LICENSE
 from ..data.builtin import BUILTIN_DATASETS, PADDABLE_DATASETS
+from ..hub import add_remote_code
 from ..hub.push import create_repo_early
 from ..models import zero_energy_
 from ..models.layers import set_channels_last
@@ -42,7 +44,7 @@ from .hub_upload import push_trained_pipeline, write_model_card
 from .loop import LoopOptions, StageRunner
 from .vae_stage import VAEStage
 
-PIPELINE_FILES = ("model_index.json", "vae", "ebm", "scheduler", "README.md")
+PIPELINE_FILES = ("model_index.json", "vae", "ebm", "scheduler", "README.md", "pipeline_vaebm.py")
 RUN_FOLDERS = ("samples", "logs")
 # Flags that describe the run on the model card beside the resolved settings; secrets and paths stay off it.
 CARD_FLAGS = ("dataset_name", "train_data_dir", "seed", "mixed_precision", "gradient_accumulation_steps")
@@ -67,6 +69,7 @@ class RunPlan:
     card_rows: dict = field(default_factory=dict)
     dataset_name: str | None = None
     hub_model_id: str | None = None
+    hub_license: str = DEFAULT_MODEL_LICENSE
 
 
 def _has_previous_run(output_dir: Path) -> bool:
@@ -162,7 +165,7 @@ def plan_run(config: TrainingConfig) -> RunPlan:
         settings=settings, output_dir=output_dir, dataset=dataset, vae=vae, stages=stages, resume=resume,
         ebm_step_offset=offset, loops=loops, seed=config.seed, num_sample_images=config.num_sample_images,
         channels_last=config.channels_last, card_rows=card_rows(config, settings, stages),
-        dataset_name=config.dataset_name, hub_model_id=config.hub_model_id,
+        dataset_name=config.dataset_name, hub_model_id=config.hub_model_id, hub_license=config.hub_license,
     )  # fmt: skip
 
 
@@ -203,7 +206,14 @@ def save_pipeline(accelerator: Accelerator, pipe, plan: RunPlan) -> None:
     """Main process: ``save_pretrained`` into the output folder plus a model card."""
     if accelerator.is_main_process:
         pipe.save_pretrained(plan.output_dir)
-        write_model_card(plan.output_dir, plan.card_rows, dataset_name=plan.dataset_name, repo_id=plan.hub_model_id)
+        add_remote_code(plan.output_dir)  # the published layout: plain diffusers loads it with trust_remote_code
+        write_model_card(
+            plan.output_dir,
+            plan.card_rows,
+            dataset_name=plan.dataset_name,
+            repo_id=plan.hub_model_id,
+            license=plan.hub_license,
+        )
     accelerator.wait_for_everyone()
 
 
