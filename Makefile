@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint benchmark reproduce clean
+.PHONY: install demo space-pipeline test lint benchmark reproduce clean
 
 install: $(STAMP)
 
@@ -22,6 +22,10 @@ $(STAMP): pyproject.toml Makefile
 
 demo: install
 	$(PY) examples/demo.py
+
+# Retrain the demo and bundle its pipeline with the Gradio Space (examples/gradio_space/pipeline).
+space-pipeline: install
+	$(PY) examples/demo.py --space_pipeline examples/gradio_space/pipeline
 
 test: install
 	$(PY) -m pytest -q

@@ -87,6 +87,7 @@ def test_scoring_takes_pil_images_and_refuses_an_empty_batch(pipe):
         (["--learning_rate", "0"], r"--learning_rate \(vae learning_rate\) must be a finite number > 0"),
         (["--ebm_learning_rate", "inf"], "--ebm_learning_rate"),
         (["--spectral_reg_coeff", "nan"], "--spectral_reg_coeff"),
+        (["--energy_l2_coeff", "-1"], "--energy_l2_coeff"),
         (["--langevin_step_size", "nan"], "--langevin_step_size"),
         (["--buffer_size", "0"], "--buffer_size"),
         (["--data_init_batches", "0"], "--data_init_batches"),

@@ -215,3 +215,30 @@ def test_an_auto_step_size_is_resolved_when_stage_two_starts_and_recorded(tmp_pa
     step = pipe.scheduler.config.step_size
     assert isinstance(step, float) and 0 < step < 1 and pipe.config.pixel_noise is False
     assert f"| `ebm_training.langevin_step_size` | {step:g} |" in (out / "README.md").read_text()
+
+
+def test_energy_l2_term_adds_alpha_times_mean_squared_energies():
+    import dataclasses
+
+    from vaebm_hub.presets import get_preset
+    from vaebm_hub.training.ebm_stage import EBMStage
+
+    preset = get_preset("digits")
+    losses, metrics = {}, {}
+    for alpha in (0.0, 0.5):
+        torch.manual_seed(0)
+        vae, ebm = VAEBMVAE().eval(), VAEBMEnergyModel()
+        settings = dataclasses.replace(preset.ebm_training, energy_l2_coeff=alpha, spectral_reg_coeff=0.0)
+        stage = EBMStage(
+            vae, ebm, settings, preset.sampling, seed=0, process_index=0, device=torch.device("cpu"),
+            num_sample_images=4,
+        )  # fmt: skip
+        stage.model = ebm
+        batch = torch.rand(4, 1, 8, 8, generator=torch.Generator().manual_seed(1))
+        losses[alpha], metrics[alpha] = stage.training_loss(batch, 0)
+    pos, neg = metrics[0.0]["energy_pos"], metrics[0.0]["energy_neg"]
+    assert "energy_l2" not in metrics[0.0]
+    torch.testing.assert_close(losses[0.0], pos - neg)  # the paper's loss, unchanged
+    magnitude = metrics[0.5]["energy_l2"]  # mean(E+^2) + mean(E-^2) >= mean(E+)^2 + mean(E-)^2
+    assert magnitude >= pos**2 + neg**2 - 1e-6
+    torch.testing.assert_close(losses[0.5], losses[0.0] + 0.5 * magnitude)

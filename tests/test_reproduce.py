@@ -97,6 +97,21 @@ def test_every_run_is_trained_once_in_the_worker_processes_then_loaded_from_the_
     assert train_runs(sorted(trained), root / "cache", fast=True) == {}  # all cached: nothing is retrained
 
 
+def test_a_changed_preset_invalidates_the_cached_run(fast_run, monkeypatch):
+    import dataclasses
+
+    from reproduction import runs
+
+    root, _ = fast_run
+    folder = root / "cache" / "digits-fast"
+    settings = runs.trainer_settings(RUNS["digits"], root / "cache", fast=True)
+    assert runs._cached(folder, settings)
+    digits = runs.get_preset("digits")
+    changed = dataclasses.replace(digits, sampling=dataclasses.replace(digits.sampling, num_inference_steps=99))
+    monkeypatch.setattr(runs, "get_preset", lambda name: changed if name == "digits" else digits)
+    assert not runs._cached(folder, settings)  # the old code compared the flags alone and reused the stale run
+
+
 def test_gap_closed_is_the_share_of_the_vae_gap_removed_by_the_best_chain():
     rows = [{"langevin_steps": 0, "fd_minus_floor": 20.0}, {"langevin_steps": 10, "fd_minus_floor": 8.0},
             {"langevin_steps": 30, "fd_minus_floor": 5.0}]  # fmt: skip

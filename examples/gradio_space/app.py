@@ -191,9 +191,11 @@ def build_demo(models: dict[str, VAEBMPipeline]) -> gr.Blocks:
         )
         with gr.Row():
             with gr.Column(scale=1):
+                # allow_custom_value: the handler checks the name itself (so "" = the first model, and an unknown
+                # name gets its "unknown model" error without Gradio echoing the raw input back).
                 model_box = gr.Dropdown(
                     choices=[(display_name(n), n) for n in names], value=names[0], label="Model",
-                    interactive=len(names) > 1,
+                    interactive=len(names) > 1, allow_custom_value=True,
                 )  # fmt: skip
                 num_images = gr.Slider(1, MAX_IMAGES, value=16, step=1, label="Number of images")
                 steps = gr.Slider(

@@ -111,6 +111,7 @@ class TrainingConfig:
     replay_anneal_steps: int | None = None
     use_mu_cd: bool | None = None
     spectral_reg_coeff: float | None = None
+    energy_l2_coeff: float | None = None
     no_grad_clip: bool = False
     no_data_init: bool = False
     data_init_batches: int | None = None
@@ -323,6 +324,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     g.add_argument("--use_mu_cd", action=argparse.BooleanOptionalAction, help="Negatives = decoder mean.")
     g.add_argument("--spectral_reg_coeff", type=float, help="alpha_s of the EBM's spectral regularisation.")
+    g.add_argument(
+        "--energy_l2_coeff",
+        type=float,
+        help="alpha of IGEBM's energy term alpha * mean(E(x+)^2 + E(x-)^2), which keeps the energies bounded (not in "
+        "VAEBM: 0 is the paper's loss).",
+    )
     g.add_argument("--no_grad_clip", action="store_true", help="Turn off IGEBM gradient clipping.")
     g.add_argument("--no_data_init", action="store_true", help="Skip the EBM's data-dependent initialisation.")
     g.add_argument(
@@ -553,6 +560,7 @@ def resolve_preset(
             replay_anneal_steps=c.replay_anneal_steps,
             use_mu_cd=c.use_mu_cd,
             spectral_reg_coeff=c.spectral_reg_coeff,
+            energy_l2_coeff=c.energy_l2_coeff,
             grad_clip=False if c.no_grad_clip else None,
             data_init=False if c.no_data_init else None,
             data_init_batches=c.data_init_batches,

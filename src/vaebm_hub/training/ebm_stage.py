@@ -8,7 +8,8 @@ One iteration (vaebm_reference.md §1-§2), for a data batch ``x+`` of size B:
    ``E(T(eps)) + |eps|^2 / 2``; ``"official"``: the released code's), with the VAE frozen and in eval mode;
 3. negatives ``x-``: the decoder sample ``T_x(z, eps_x)`` of the final ``z``, or with ``use_mu_cd`` the decoder mean
    ``mu / 2 + 1/2`` (unclamped); the final ``eps_z`` rows enter the buffer;
-4. ``loss = mean E(x+) - mean E(x-) + alpha_s * L_SR``, Adam(betas 0.99, 0.999, weight decay) with IGEBM clipping.
+4. ``loss = mean E(x+) - mean E(x-) + alpha_s * L_SR``, Adam(betas 0.99, 0.999, weight decay) with IGEBM clipping;
+   ``energy_l2_coeff`` adds IGEBM's ``alpha * mean(E(x+)^2 + E(x-)^2)`` (a deviation, off by default).
 
 The energy network gets a data-dependent initialisation from the first batches before training starts.
 
@@ -180,6 +181,10 @@ class EBMStage(TrainingStage):
             "energy_pos": energy_pos.mean().detach(),
             "energy_neg": energy_neg.mean().detach(),
         }
+        if s.energy_l2_coeff > 0:
+            magnitude = energy_pos.square().mean() + energy_neg.square().mean()
+            loss = loss + s.energy_l2_coeff * magnitude
+            metrics["energy_l2"] = magnitude.detach()
         if s.spectral_reg_coeff > 0:
             spectral = self.ebm.spectral_norm_loss()
             loss = loss + s.spectral_reg_coeff * spectral
