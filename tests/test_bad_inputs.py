@@ -94,6 +94,10 @@ def test_scoring_takes_pil_images_and_refuses_an_empty_batch(pipe):
         (["--lr_scheduler", "bogus"], "--lr_scheduler must be one of linear, cosine"),
         (["--adam_beta1", "1.5"], "--adam_beta1"),
         (["--langevin_steps", "0"], "--langevin_steps"),
+        (["--num_sample_images", "0"], "--num_sample_images must be >= 1"),  # was a ZeroDivisionError mid-run
+        (["--eval_batch_size", "0"], "--eval_batch_size must be >= 1"),
+        (["--use_ema", "--ema_inv_gamma", "nan"], "--ema_inv_gamma"),  # trained to a NaN loss before
+        (["--dataloader_num_workers", "-1"], "--dataloader_num_workers must be >= 0"),
     ],
     ids=lambda v: " ".join(v) if isinstance(v, list) else "",
 )
@@ -104,6 +108,23 @@ def test_numeric_flags_fail_before_stage_one(tmp_path, flags, message):
     with pytest.raises(ValueError, match=message):
         main(["--dataset_name", "digits", "--output_dir", str(out), "--report_to", "none", *flags])
     assert not out.exists()  # nothing ran, nothing was written
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [("{not json", "is not valid JSON"), ("[1]", "must hold a JSON object"),
+     ('{"num_latent_per_group": -4}', "num_latent_per_group must be an integer >= 1, got -4")],
+    ids=["invalid JSON", "a list", "a negative size"],
+)  # fmt: skip
+def test_a_bad_vae_config_file_fails_before_stage_one(tmp_path, text, message):
+    from vaebm_hub.training import main
+
+    (tmp_path / "vae.json").write_text(text)
+    out = tmp_path / "out"
+    with pytest.raises(ValueError, match=message):
+        main(["--dataset_name", "digits", "--output_dir", str(out), "--report_to", "none",
+              "--vae_config", str(tmp_path / "vae.json")])  # fmt: skip
+    assert not out.exists()
 
 
 # ------------------------------------------------------------------------------------------------ checkpoints
@@ -270,6 +291,9 @@ def test_the_converter_refuses_nan_weights_and_mismatched_resolutions(tmp_path):
     torch.save(huge, tmp_path / "huge.pt")
     with pytest.raises(ValueError, match="does not match the architecture"):  # refused on the meta device
         load_official_nvae(tmp_path / "huge.pt")
+    nvae = _official("nvae_A_cifar10_normal")
+    with pytest.raises(ValueError, match="as NVAE checkpoints do, but was given as the energy network"):
+        convert_official(nvae, tmp_path / "swapped", ebm_checkpoint=nvae)  # was "needs the Python global ..."
 
 
 # ------------------------------------------------------------------------------------------------ loading
@@ -279,8 +303,11 @@ def test_the_converter_refuses_nan_weights_and_mismatched_resolutions(tmp_path):
         (lambda d: _set_index(d, vae=["diffusers", "AutoencoderKL"]), "needs one of vaebm_hub.VAEBMVAE"),
         (lambda d: _set_index(d, **{"..": ["vaebm_hub", "VAEBMVAE"]}), "not a folder name"),
         (lambda d: _set_config(d / "ebm", sample_size=16), "energy network expects 1x16x16"),
+        (lambda d: _set_config(d / "vae", num_latent_per_group="eight"), "'num_latent_per_group' must be an integer"),
+        (lambda d: _set_config(d / "vae", use_se="yes"), "'use_se' must be true or false"),
+        (lambda d: (d / "vae" / "config.json").write_text("[1, 2]"), "holds a JSON list, not an object"),
     ],
-    ids=["foreign class", "dotdot component", "sample_size mismatch"],
+    ids=["foreign class", "dotdot component", "sample_size mismatch", "string count", "string flag", "JSON list"],
 )
 def test_saved_pipelines_that_cannot_work_are_refused_at_load(tmp_path, edit, message):
     from vaebm_hub import VAEBMPipeline
@@ -288,6 +315,20 @@ def test_saved_pipelines_that_cannot_work_are_refused_at_load(tmp_path, edit, me
     make_tiny_pipeline().save_pretrained(tmp_path)
     edit(tmp_path)
     with pytest.raises(ValueError, match=message):
+        VAEBMPipeline.from_pretrained(tmp_path)
+
+
+@pytest.mark.parametrize(
+    "values, message",
+    [(dict(step_size="0.01"), "step_size must be a number"),
+     (dict(default_num_inference_steps="ten"), "default_num_inference_steps must be an integer")],
+)  # fmt: skip
+def test_a_hand_edited_scheduler_config_names_the_bad_value(tmp_path, values, message):
+    from vaebm_hub import VAEBMPipeline
+
+    make_tiny_pipeline().save_pretrained(tmp_path)
+    _set_config(tmp_path / "scheduler", **values)
+    with pytest.raises(TypeError, match=message):  # the old code raised "'<' not supported between str and int"
         VAEBMPipeline.from_pretrained(tmp_path)
 
 
@@ -301,8 +342,9 @@ def _set_index(folder, **entries):
 def _set_config(folder, **values):
     import json
 
-    config = json.loads((folder / "config.json").read_text())
-    (folder / "config.json").write_text(json.dumps({**config, **values}))
+    name = "scheduler_config.json" if folder.name == "scheduler" else "config.json"
+    config = json.loads((folder / name).read_text())
+    (folder / name).write_text(json.dumps({**config, **values}))
 
 
 # ------------------------------------------------------------------------------------------------ trainer input

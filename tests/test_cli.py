@@ -90,6 +90,18 @@ def test_version_module_entry_point_and_one_line_errors(tmp_path):
     assert bad.stderr.startswith("vaebm-hub: error:") and len(bad.stderr.strip().splitlines()) == 2
 
 
+@pytest.mark.parametrize(
+    "flags, message",
+    [(["--num_threads", "-1"], "--num_threads: must be >= 1"), (["--upscale", "-2"], "--upscale: must be >= 1"),
+     (["--device", "cuda:0"] if not torch.cuda.is_available() else ["--device", "nonsense"], "--device")],
+    ids=["threads", "upscale", "device"],
+)  # fmt: skip
+def test_bad_sample_flags_are_one_line_errors(converted, flags, message, capsys):
+    with pytest.raises(SystemExit) as exit_:  # these were RuntimeError / AssertionError tracebacks before
+        main(["sample", str(converted), "--output", "x.png", *flags])
+    assert exit_.value.code == 2 and message in capsys.readouterr().err
+
+
 def test_every_flag_has_help_text():
     from vaebm_hub.cli import build_parser
 

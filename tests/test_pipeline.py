@@ -177,8 +177,14 @@ def test_nan_chains_raise_or_are_dropped(tiny_pipeline):
     pipe.set_progress_bar_config(disable=True)
     with pytest.raises(NonFiniteChainError, match="1 of 3 Langevin chains"):
         run(pipe)
-    out = run(pipe, drop_nonfinite=True, output_type="pt")
+    with pytest.warns(UserWarning, match="dropped 1 of 3 Langevin chains"):
+        out = run(pipe, drop_nonfinite=True, output_type="pt")
     assert out.images.shape[0] == 2 and out.kept.tolist() == [1, 2] and torch.isfinite(out.images).all()
+
+
+def test_dropping_every_chain_is_an_error_not_an_empty_batch(tiny_pipeline):
+    with pytest.raises(NonFiniteChainError, match="all 2 Langevin chains .* nothing to return"):
+        tiny_pipeline(batch_size=2, num_inference_steps=3, step_size=1e6, drop_nonfinite=True, output_type="np")
 
 
 @pytest.mark.parametrize(

@@ -268,3 +268,26 @@ def test_invalid_inputs_raise():
     mala = LangevinScheduler(metropolis=True)
     with pytest.raises(ValueError, match="one value per sample"):
         mala.metropolis_accept(sample, sample, energy[:, None], energy, sample, sample, torch.tensor(0.1))
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(default_num_inference_steps="ten"), "default_num_inference_steps must be an integer"),
+        (dict(default_num_inference_steps=2.5), "default_num_inference_steps must be an integer"),
+        (dict(step_size="0.01"), "step_size must be a number"),
+        (dict(step_size=True), "step_size must be a number"),
+        (dict(noise_scale="1"), "noise_scale must be a number"),
+        (dict(metropolis="yes"), "metropolis must be True or False"),
+    ],
+)
+def test_config_values_of_the_wrong_type_are_refused_by_name(kwargs, message):
+    with pytest.raises(TypeError, match=message):  # the old code compared "ten" < 1 and raised a bare TypeError
+        LangevinScheduler(**kwargs)
+
+
+def test_numpy_config_values_are_accepted():
+    import numpy as np
+
+    scheduler = LangevinScheduler(default_num_inference_steps=np.int64(5), step_size=np.float32(0.01))
+    assert scheduler.config.default_num_inference_steps == 5

@@ -36,8 +36,9 @@ def _sample(args: argparse.Namespace) -> None:
     from .figures import image_grid
     from .pipelines import VAEBMPipeline
 
+    device = checked_device(args.device)  # before loading: fail fast
     pipe = VAEBMPipeline.from_pretrained(args.model, variant=args.variant)
-    pipe = pipe.to(device=args.device, dtype=getattr(torch, args.dtype))  # the chain itself stays float32
+    pipe = pipe.to(device=device, dtype=getattr(torch, args.dtype))  # the chain itself stays float32
     out = pipe(
         batch_size=args.num_images,
         num_inference_steps=args.steps,
@@ -90,7 +91,7 @@ def _evaluate(args: argparse.Namespace) -> None:
 
     if (args.dataset is None) == (args.train_data_dir is None):
         raise UserError("pass --dataset (a built-in) or --train_data_dir (a folder of images), one of the two")
-    pipe = VAEBMPipeline.from_pretrained(args.model).to(args.device)
+    pipe = VAEBMPipeline.from_pretrained(args.model).to(checked_device(args.device))
     pipe.set_progress_bar_config(disable=True)
     if args.train_data_dir is not None:
         _evaluate_folder(args, pipe)
@@ -139,7 +140,7 @@ def _evaluate_folder(args: argparse.Namespace, pipe) -> None:
 def _add_threads_flag(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--num_threads",
-        type=int,
+        type=positive_int,
         default=None,
         help="torch CPU threads (default: torch's). Small models on a busy CPU run fastest with 1.",
     )
@@ -147,6 +148,32 @@ def _add_threads_flag(parser: argparse.ArgumentParser) -> None:
 
 class UserError(ValueError):
     """A mistake in the command line, reported as one line (no traceback)."""
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1 (argparse reports anything else as a one-line usage error)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def checked_device(name: str):
+    """``torch.device(name)``, refused with the fix when this torch build or machine cannot use it."""
+    import torch
+
+    try:
+        device = torch.device(name)
+    except RuntimeError as error:
+        raise UserError(f"--device {name!r} is not a torch device ({error}); use e.g. cpu or cuda") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"--device {name}: CUDA is not available to this torch build or machine; use --device cpu")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise UserError(f"--device {name}: MPS is not available here; use --device cpu")
+    return device
 
 
 DTYPES = ("float32", "float16", "bfloat16")
@@ -183,7 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--seed", type=int, default=0, help="seed of the torch.Generator of every draw")
     sample.add_argument("--dtype", choices=DTYPES, default="float32", help="the networks' precision")
     sample.add_argument("--variant", default=None, help="load weights saved as a variant (e.g. fp16)")
-    sample.add_argument("--upscale", type=int, default=1, help="nearest-neighbour upscaling of each image")
+    sample.add_argument("--upscale", type=positive_int, default=1, help="nearest-neighbour upscaling of each image")
     sample.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
     _add_threads_flag(sample)
     sample.add_argument("--output", default="samples.png", help="PNG file of the grid")

@@ -328,6 +328,8 @@ NUMERIC_RANGES = {
     ("vae", "kl_const_coeff"): ("--kl_const_coeff", 0, 1, True),
     ("vae", "readjust_bn_batches"): ("--readjust_bn_batches", 0, None, True),
     ("vae", "ema_max_decay"): ("--ema_max_decay", 0, 1, True),
+    ("vae", "ema_inv_gamma"): ("--ema_inv_gamma", 0, None, False),
+    ("vae", "ema_power"): ("--ema_power", 0, None, False),
     ("ebm", "n_channel"): ("--ebm_n_channel", 1, None, True),
     ("ebm", "energy_l2_coeff"): ("--energy_l2_coeff", 0, None, True),
     ("ebm", "langevin_steps"): ("--langevin_steps", 1, None, True),
@@ -344,6 +346,23 @@ STAGE_LR_FLAGS = {
 }
 
 
+# VAE sizes that must be >= 1 (every other integer of an architecture must be >= 0, e.g. num_nf).
+POSITIVE_VAE_SIZES = ("in_channels", "sample_size", "num_channels_enc", "num_channels_dec", "num_latent_scales",
+                      "num_groups_per_scale", "num_latent_per_group", "in_features", "latent_dim", "hidden_dim",
+                      "num_layers", "num_x_bits", "num_mixture_dec")  # fmt: skip
+
+
+def check_vae_architecture(vae: dict) -> None:
+    """Integer sizes of a VAE architecture (``--vae_config``, ``--vae_preset``, a preset's) checked before anything
+    is built: a ``ValueError`` naming the setting instead of a negative-dimension error inside torch."""
+    for name, value in vae.items():
+        if isinstance(value, bool) or not isinstance(value, int):
+            continue
+        low = 1 if name in POSITIVE_VAE_SIZES else 0
+        if value < low:
+            raise ValueError(f"the VAE's {name} must be an integer >= {low}, got {value} (--vae_config / preset).")
+
+
 def check_preset(preset: Preset) -> None:
     """Settings that cannot train, each a ``ValueError`` naming the flag and the allowed range — all checked before
     stage 1 starts (NaN, Inf, zero learning rates, empty buffers, ...)."""
@@ -357,6 +376,7 @@ def check_preset(preset: Preset) -> None:
             raise ValueError(f"{flag} ({section} {name}) must be a finite number {bound}, got {value!r}.")
         if high is not None and value > high:
             raise ValueError(f"{flag} ({section} {name}) must be <= {high}, got {value!r}.")
+    check_vae_architecture(preset.vae)
     s2 = preset.ebm_training
     for name, value in (
         ("langevin_step_size", s2.langevin_step_size),

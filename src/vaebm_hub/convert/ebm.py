@@ -70,7 +70,16 @@ def load_official_ebm(
     The data-dependent init is not re-run: the checkpoint already holds the initialised weights. Returns the model
     in eval mode.
     """
-    state_dict = _state_dict(load_official_checkpoint(path))
+    try:
+        checkpoint = load_official_checkpoint(path)
+    except ValueError as error:
+        if "argparse.Namespace" not in str(error):
+            raise
+        raise ValueError(  # only NVAE checkpoints pickle their training args
+            f"{os.fspath(path)!r} stores an argparse.Namespace, as NVAE checkpoints do, but was given as the energy "
+            "network (EBM_*.pth). Pass it as the NVAE (--nvae) and the EBM file as --ebm."
+        ) from error
+    state_dict = _state_dict(checkpoint)
     check_finite_state_dict(state_dict, os.fspath(path))
     n_channel, found_in_channels = state_dict["conv1.weight"].shape[:2]
     if in_channels is not None and in_channels != found_in_channels:

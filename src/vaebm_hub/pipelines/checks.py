@@ -4,6 +4,7 @@ that names the file and the problem (diffusers' own errors are terse, or fall ba
 from __future__ import annotations
 
 import importlib
+import inspect
 import json
 import re
 from pathlib import Path
@@ -21,9 +22,36 @@ def _read_json(path: Path) -> dict:
     if not path.is_file():
         raise ValueError(f"{path} is missing; the pipeline folder is incomplete (re-save or re-download it).")
     try:
-        return json.loads(path.read_text())
+        value = json.loads(path.read_text())
     except json.JSONDecodeError as error:
         raise ValueError(f"{path} is not valid JSON ({error}); the file is corrupt or partial.") from error
+    if not isinstance(value, dict):
+        raise ValueError(
+            f"{path} holds a JSON {type(value).__name__}, not an object of settings; the file is corrupt or was "
+            "replaced (re-save or re-download the pipeline)."
+        )
+    return value
+
+
+def _check_config_types(model_class, config: dict, path: Path) -> None:
+    """Each setting of ``config`` must have the type of its ``__init__`` default (int, float or bool; numbers may
+    be given as ints where a float is expected), so that a hand-edited ``config.json`` fails here, naming the key,
+    rather than deep inside the model's constructor."""
+    for key, parameter in inspect.signature(model_class.__init__).parameters.items():
+        default = parameter.default
+        if key not in config or not isinstance(default, (bool, int, float)):
+            continue
+        value = config[key]
+        if value is None and "None" in str(parameter.annotation):
+            continue
+        integer = isinstance(default, int) and parameter.annotation in (int, "int")
+        if isinstance(default, bool):
+            ok = isinstance(value, bool)
+        else:
+            ok = isinstance(value, int if integer else (int, float)) and not isinstance(value, bool)
+        if not ok:
+            kind = "true or false" if isinstance(default, bool) else "an integer" if integer else "a number"
+            raise ValueError(f"{path}: {key!r} must be {kind}, got {value!r}; fix or re-save the file.")
 
 
 def _weight_files(folder: Path, variant: str | None) -> list[Path]:
@@ -75,6 +103,7 @@ def check_weights_match_config(model_class, folder: Path, variant: str | None = 
     """Build ``model_class`` from ``folder/config.json`` on the meta device and compare its parameter shapes with
     the safetensors files; raise a ``ValueError`` naming the mismatched tensors."""
     config = _read_json(folder / "config.json")
+    _check_config_types(model_class, config, folder / "config.json")
     files = _weight_files(folder, variant)
     found = read_weight_shapes(files)
     try:

@@ -17,6 +17,7 @@ No host synchronisation happens inside the loop.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
@@ -140,13 +141,20 @@ def langevin_chain(
 
 def finite_chain_indices(finite: torch.Tensor, drop: bool = False) -> torch.Tensor:
     """The sampling NaN policy: indices of the chains to keep. Raises :class:`NonFiniteChainError` unless every
-    chain stayed finite, or ``drop`` is set (then the bad chains are dropped). One host sync."""
+    chain stayed finite, or ``drop`` is set (then the bad chains are dropped with a warning; if none is left, it
+    raises). One host sync."""
     if bool(finite.all()):
         return torch.arange(finite.numel(), device=finite.device)
-    bad = int((~finite).sum())
+    bad, total = int((~finite).sum()), finite.numel()
     if not drop:
         raise NonFiniteChainError(
-            f"{bad} of {finite.numel()} Langevin chains reached NaN/Inf or diverged. Lower the step size (or the "
+            f"{bad} of {total} Langevin chains reached NaN/Inf or diverged. Lower the step size (or the "
             "temperature), check the energy network for NaN energies, or pass drop_nonfinite=True to drop them."
         )
+    if bad == total:
+        raise NonFiniteChainError(
+            f"all {total} Langevin chains reached NaN/Inf or diverged, so drop_nonfinite=True has nothing to return. "
+            "Lower the step size (or the temperature), or check the energy network for NaN energies."
+        )
+    warnings.warn(f"dropped {bad} of {total} Langevin chains that reached NaN/Inf or diverged", stacklevel=3)
     return torch.nonzero(finite).flatten()

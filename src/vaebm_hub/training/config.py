@@ -408,13 +408,18 @@ def check_config(config: TrainingConfig) -> None:
         raise ValueError(f"--output_dir {config.output_dir!r} is a file; pass a folder (new or a previous run's).")
     if config.push_to_hub and not config.hub_model_id:
         raise ValueError("--push_to_hub needs --hub_model_id (e.g. your-name/vaebm-digits).")
+    if config.dataloader_num_workers < 0:
+        raise ValueError(f"--dataloader_num_workers must be >= 0 (0 loads in the main process), got "
+                         f"{config.dataloader_num_workers}.")  # fmt: skip
     if config.gradient_accumulation_steps < 1:
         raise ValueError("--gradient_accumulation_steps must be >= 1.")
     if config.checkpointing_steps < 1:
         raise ValueError("--checkpointing_steps must be >= 1.")
     if config.checkpoints_total_limit is not None and config.checkpoints_total_limit < 1:
         raise ValueError("--checkpoints_total_limit must be >= 1 (it keeps the newest N checkpoints).")
-    for name in ("train_batch_size", "max_train_steps", "vae_max_train_steps", "ebm_max_train_steps"):
+    counts = ("train_batch_size", "max_train_steps", "vae_max_train_steps", "ebm_max_train_steps", "num_sample_images",
+              "eval_batch_size", "save_images_epochs", "save_model_epochs")  # fmt: skip
+    for name in counts:
         value = getattr(config, name)
         if value is not None and value < 1:
             raise ValueError(f"--{name} must be >= 1, got {value}.")
@@ -472,7 +477,12 @@ def _vae_architecture(config: TrainingConfig) -> tuple[str | None, dict]:
     path = Path(config.vae_config)
     if not path.is_file():
         raise ValueError(f"--vae_config {config.vae_config!r} is not a file; pass a JSON file of config values.")
-    values = json.loads(path.read_text())
+    try:
+        values = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise ValueError(f"--vae_config {config.vae_config!r} is not valid JSON ({error}).") from error
+    if not isinstance(values, dict):
+        raise ValueError(f"--vae_config {config.vae_config!r} must hold a JSON object of VAE config values.")
     class_name = values.get("_class_name", "VAEBMVAE")
     if class_name not in VAE_CLASSES:
         raise ValueError(f"--vae_config names an unknown class {class_name!r}; use one of {list(VAE_CLASSES)}")
