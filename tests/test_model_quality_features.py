@@ -4,6 +4,7 @@ channels-last convolution layout."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from vaebm_hub import VAEBMVAE, LangevinScheduler, VAEBMEnergyModel, VAEBMPipeline
@@ -242,3 +243,22 @@ def test_energy_l2_term_adds_alpha_times_mean_squared_energies():
     magnitude = metrics[0.5]["energy_l2"]  # mean(E+^2) + mean(E-^2) >= mean(E+)^2 + mean(E-)^2
     assert magnitude >= pos**2 + neg**2 - 1e-6
     torch.testing.assert_close(losses[0.5], losses[0.0] + 0.5 * magnitude)
+
+
+def test_a_stage_2_whose_chains_diverge_ends_in_training_diverged_error():
+    from vaebm_hub.presets import get_preset
+    from vaebm_hub.training.divergence import TrainingDivergedError
+    from vaebm_hub.training.ebm_stage import EBMStage
+
+    preset = get_preset("digits")
+    vae, ebm = VAEBMVAE().eval(), VAEBMEnergyModel()
+    with torch.no_grad():
+        for parameter in ebm.parameters():
+            parameter.fill_(float("nan"))  # a degenerate energy network: every chain goes non-finite
+    stage = EBMStage(
+        vae, ebm, preset.ebm_training, preset.sampling, seed=0, process_index=0, device=torch.device("cpu"),
+        num_sample_images=4,
+    )  # fmt: skip
+    stage.model = ebm
+    with pytest.raises(TrainingDivergedError, match="--energy_l2_coeff"):  # was a bare NonFiniteChainError
+        stage.sample_panels()

@@ -29,7 +29,7 @@ from diffusers.optimization import get_scheduler
 from torch import nn
 from torch.utils.data import Dataset
 
-from ..pipelines.langevin_chain import ChainOutput, langevin_chain
+from ..pipelines.langevin_chain import ChainOutput, NonFiniteChainError, langevin_chain
 from ..pipelines.potential import potential_and_grad
 from ..pipelines.step_size import suggest_step_size
 from ..pipelines.x_space import IMAGE_RANGE, x_space_chain
@@ -38,6 +38,7 @@ from ..schedulers import LangevinScheduler
 from ..utils import eval_mode
 from .checkpointing import FROZEN_VAE_DIR
 from .components import make_pipeline
+from .divergence import TrainingDivergedError
 from .grad_clip import clip_grad_igebm_
 from .loop import TrainingStage, first_batches, make_generator
 from .replay_buffer import ReplayBuffer, replay_probability
@@ -226,7 +227,14 @@ class EBMStage(TrainingStage):
         panels = {}
         for label, k in (("VAE (K=0)", 0), (f"VAEBM (K={steps})", steps)):
             generator = make_generator(self.seed, "sample-chain")
-            panels[label] = pipe(
-                len(noise), num_inference_steps=k, latents=noise, generator=generator, output_type="pt"
-            ).images
+            try:
+                panels[label] = pipe(
+                    len(noise), num_inference_steps=k, latents=noise, generator=generator, output_type="pt"
+                ).images
+            except NonFiniteChainError as error:  # the loss can drift to a degenerate EBM without a NaN
+                raise TrainingDivergedError(
+                    f"the energy network's sampling chains diverge ({error}): stage 2 has diverged although no "
+                    "step was NaN. Lower --ebm_learning_rate or --langevin_step_size, or bound the energies with "
+                    "--energy_l2_coeff (e.g. 0.01)."
+                ) from error
         return panels
