@@ -28,7 +28,7 @@ from huggingface_hub.utils import validate_repo_id
 from ..constants import HUB_ALLOW_PATTERNS, LIBRARY_NAME
 from ..models.layers import set_channels_last
 from ..schedulers.scheduling_langevin import LangevinScheduler
-from ..utils import eval_mode
+from ..utils import as_count, as_real, eval_mode
 from .checks import remote_code_components, verify_saved_pipeline
 from .langevin_chain import NonFiniteChainError, finite_chain_indices, langevin_chain
 from .output import VAEBMPipelineOutput, samples_to_numpy
@@ -39,23 +39,6 @@ __all__ = ["NonFiniteChainError", "VAEBMPipeline", "VAEBMPipelineOutput"]
 logger = logging.get_logger(__name__)
 OUTPUT_TYPES = ("pil", "np", "pt", "latent")
 TEMPERATURE_RANGE = (0.0, 10.0)  # the prior's temperature t: above 10 the VAE's samples are noise
-
-
-def as_count(value, name: str) -> int:
-    """An integer argument: Python and numpy integers (and integral 0-d tensors) are accepted; bools, floats and
-    strings are refused with the argument's name."""
-    if isinstance(value, torch.Tensor) and value.dim() == 0 and not value.is_floating_point():
-        value = int(value)
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name} must be an integer, got {type(value).__name__} {value!r}")
-    return int(value)
-
-
-def as_real(value, name: str) -> float:
-    """A real argument: Python/numpy numbers (not bools, not strings), as a float."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise TypeError(f"{name} must be a number, got {type(value).__name__} {value!r}")
-    return float(value)
 
 
 # The chain state is noise, ~N(0, I) under the prior: a coordinate beyond this has diverged, even if still finite.

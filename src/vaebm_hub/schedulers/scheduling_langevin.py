@@ -1,7 +1,6 @@
 """Short-run Langevin dynamics on a potential U(ε) — ULA, or MALA with a Metropolis–Hastings correction."""
 
 import math
-import numbers
 import warnings
 from dataclasses import dataclass
 
@@ -10,6 +9,8 @@ from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from diffusers.utils import BaseOutput, deprecate
 from diffusers.utils.torch_utils import randn_tensor
+
+from ..utils import as_count, as_real
 
 STEP_SIZE_SCHEDULES = ("constant", "linear", "cosine", "geometric")
 DEFAULT_STEP_SIZE = 8e-5  # VAEBM's CIFAR-10 value
@@ -62,20 +63,6 @@ def _rand_uniform(
         return torch.cat(draws).to(device)
     rand_device = generator.device if generator is not None else device
     return torch.rand(batch_size, generator=generator, device=rand_device, dtype=dtype).to(device)
-
-
-def _check_types(**values: tuple[object, type]) -> None:
-    """Refuse config values of the wrong type (e.g. a hand-edited ``scheduler_config.json`` with ``"0.01"``) with a
-    ``TypeError`` naming the field; ``int`` accepts Python/numpy integers, ``float`` any real number, never bools."""
-    for name, (value, kind) in values.items():
-        if value is None and kind in (int | None, float | None):
-            continue
-        integer = isinstance(value, numbers.Integral) and not isinstance(value, bool)
-        real = isinstance(value, numbers.Real) and not isinstance(value, bool)
-        if kind in (int, int | None) and not integer:
-            raise TypeError(f"{name} must be an integer, got {type(value).__name__} {value!r}.")
-        if kind in (float, float | None) and not real:
-            raise TypeError(f"{name} must be a number, got {type(value).__name__} {value!r}.")
 
 
 class LangevinScheduler(SchedulerMixin, ConfigMixin):
@@ -150,11 +137,14 @@ class LangevinScheduler(SchedulerMixin, ConfigMixin):
         metropolis: bool = False,
         num_train_timesteps: int | None = None,
     ):
-        _check_types(
-            default_num_inference_steps=(default_num_inference_steps, int), step_size=(step_size, float),
-            noise_scale=(noise_scale, float), final_step_size=(final_step_size, float | None),
-            snr=(snr, float | None), num_train_timesteps=(num_train_timesteps, int | None),
-        )  # fmt: skip
+        # a hand-edited scheduler_config.json ("0.01") fails here by name, not in a comparison below
+        as_count(default_num_inference_steps, "default_num_inference_steps")
+        for name, value in (("step_size", step_size), ("noise_scale", noise_scale),
+                            ("final_step_size", final_step_size), ("snr", snr)):  # fmt: skip
+            if value is not None:
+                as_real(value, name)
+        if num_train_timesteps is not None:
+            as_count(num_train_timesteps, "num_train_timesteps")
         if not isinstance(metropolis, bool):
             raise TypeError(f"metropolis must be True or False, got {type(metropolis).__name__} {metropolis!r}.")
         if num_train_timesteps is not None:
