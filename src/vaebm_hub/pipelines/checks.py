@@ -99,9 +99,9 @@ def read_weight_shapes(files: list[Path]) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
-def check_weights_match_config(model_class, folder: Path, variant: str | None = None) -> None:
+def check_weights_match_config(model_class, folder: Path, variant: str | None = None) -> dict:
     """Build ``model_class`` from ``folder/config.json`` on the meta device and compare its parameter shapes with
-    the safetensors files; raise a ``ValueError`` naming the mismatched tensors."""
+    the safetensors files; raise a ``ValueError`` naming the mismatched tensors. Returns the checked config."""
     config = _read_json(folder / "config.json")
     _check_config_types(model_class, config, folder / "config.json")
     files = _weight_files(folder, variant)
@@ -133,6 +133,7 @@ def check_weights_match_config(model_class, folder: Path, variant: str | None = 
             f"the weights in {files[0].parent} do not match its config.json ({model_class.__name__}): {details}. "
             "Were config.json and the weights saved from different models?"
         )
+    return config
 
 
 # What each component of a VAEBM pipeline must be (class names of this package).
@@ -197,8 +198,7 @@ def verify_saved_pipeline(root: str | Path, variant: str | None = None) -> None:
         if issubclass(cls, SchedulerMixin):
             _read_json(folder / "scheduler_config.json")
         else:
-            check_weights_match_config(cls, folder, variant)
-            configs[name] = _read_json(folder / "config.json")
+            configs[name] = check_weights_match_config(cls, folder, variant)
     vae, ebm = configs.get("vae", {}), configs.get("ebm", {})
     if "sample_size" in vae and "sample_size" in ebm:
         vae_shape = (vae.get("in_channels"), vae["sample_size"])
