@@ -20,12 +20,12 @@ import numpy as np
 import torch
 from accelerate import Accelerator
 from accelerate.logging import get_logger
-from safetensors import safe_open
 from torch import nn
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from ..figures import sample_panels
+from ..pipelines.checks import read_weight_shapes
 from ..presets import EBMTraining, VAETraining
 from .checkpointing import (
     checkpoint_dir,
@@ -198,17 +198,14 @@ class StageRunner:
         that differs, not in ``load_state_dict`` with a page of shapes."""
         model = self.accelerator.unwrap_model(self.stage.model)
         expected = {name: tuple(t.shape) for name, t in model.state_dict().items()}
-        for file in sorted(directory.glob("model*.safetensors")):
-            with safe_open(str(file), framework="pt") as handle:
-                for key in handle.keys():
-                    shape = tuple(handle.get_slice(key).get_shape())
-                    if key not in expected or expected[key] != shape:
-                        raise ValueError(
-                            f"{directory} was written with other settings than this run's: its {key} has shape "
-                            f"{shape}, the model built from the flags {expected.get(key, 'has no such tensor')}. "
-                            "Resume with the flags of the run that wrote it (e.g. the same --ebm_n_channel), or start "
-                            "over with --overwrite_output_dir."
-                        )
+        for key, shape in read_weight_shapes(sorted(directory.glob("model*.safetensors"))).items():
+            if key not in expected or expected[key] != shape:
+                raise ValueError(
+                    f"{directory} was written with other settings than this run's: its {key} has shape "
+                    f"{shape}, the model built from the flags {expected.get(key, 'has no such tensor')}. "
+                    "Resume with the flags of the run that wrote it (e.g. the same --ebm_n_channel), or start "
+                    "over with --overwrite_output_dir."
+                )
 
     def _rescale_learning_rate(self, factor: float) -> None:
         scheduler = getattr(self.stage.lr_scheduler, "scheduler", self.stage.lr_scheduler)
