@@ -20,7 +20,9 @@ import platform
 import statistics
 import tempfile
 import time
+from contextlib import nullcontext
 from pathlib import Path
+from unittest import mock
 
 import torch
 from accelerate import Accelerator
@@ -28,10 +30,11 @@ from torch.utils.data import TensorDataset
 
 from vaebm_hub import VAEBMVAE, VAEBMEnergyModel
 from vaebm_hub.data import load_array_dataset
-from vaebm_hub.models.layers import reference_kernels, set_channels_last
+from vaebm_hub.models.layers import frozen, reference_kernels, set_channels_last
 from vaebm_hub.pipelines.langevin_chain import ChainOutput
 from vaebm_hub.pipelines.potential import vaebm_potential
 from vaebm_hub.presets import get_preset, resolve
+from vaebm_hub.training import ebm_stage
 from vaebm_hub.training.data_stream import BatchStream
 from vaebm_hub.training.ebm_stage import EBMStage, negative_images
 from vaebm_hub.training.loop import LoopOptions, StageRunner
@@ -66,6 +69,12 @@ class _Dataset(TensorDataset):
 
 
 WASTE = ("param_grads", "item_sync", "extra_decoder_pass")
+
+
+def _trainable(*modules):
+    """The eager row's stand-in for ``utils.frozen``: the EBM keeps ``requires_grad`` during its chains, as before
+    the frozen fast path."""
+    return nullcontext()
 
 
 class BaselineEBMStage(EBMStage):
@@ -136,7 +145,8 @@ def steps_per_second(runners: dict[str, StageRunner], iterations: int, repeats: 
             for model in (getattr(stage, "vae", None), getattr(stage, "ebm", None)):
                 if model is not None:
                     set_channels_last(model, layout)
-            with reference_kernels(getattr(stage, "eager_kernels", False)):
+            eager = getattr(stage, "eager_kernels", False)
+            with reference_kernels(eager), mock.patch.object(ebm_stage, "frozen", _trainable if eager else frozen):
                 start = time.perf_counter()
                 for _ in range(iterations if repeat else 1):
                     runner.optimizer_step(streams[name])
@@ -164,7 +174,7 @@ def measure(spec: dict, iterations: int, repeats: int, scratch: Path) -> dict:
     vae_runner = runner_for(vae_stage, dataset, scratch)
     vae_runner.stage.prepare(vae_runner.accelerator, dataset, fresh=True)
     vae_rate = steps_per_second({"vae": vae_runner}, iterations, repeats)["vae"]
-    frozen = vae_stage.finished_vae()
+    frozen_vae = vae_stage.finished_vae()
 
     variants = {"baseline (all three)": WASTE}
     variants.update({f"baseline without {w}": tuple(x for x in WASTE if x != w) for w in WASTE})
@@ -174,11 +184,11 @@ def measure(spec: dict, iterations: int, repeats: int, scratch: Path) -> dict:
         torch.manual_seed(1)
         ebm = VAEBMEnergyModel(in_channels=shape[0], sample_size=shape[-1], **spec["ebm"])
         if waste is None:
-            stage = EBMStage(frozen, ebm, s2, preset.sampling, device=torch.device("cpu"), **common)
+            stage = EBMStage(frozen_vae, ebm, s2, preset.sampling, device=torch.device("cpu"), **common)
             stage.eager_kernels, stage.channels_last = label == EAGER, label == CHANNELS_LAST
         else:
             stage = BaselineEBMStage(
-                frozen, ebm, s2, preset.sampling, device=torch.device("cpu"), waste=waste, **common
+                frozen_vae, ebm, s2, preset.sampling, device=torch.device("cpu"), waste=waste, **common
             )
         runners[label] = runner_for(stage, dataset, scratch)
         stage.prepare(runners[label].accelerator, dataset, fresh=True)

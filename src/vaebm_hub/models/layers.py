@@ -7,13 +7,20 @@ Conventions follow the NVAE / VAEBM papers so that official checkpoints map onto
 * the soft clamp ``softclamp(a) = 5 * tanh(a / 5)`` used on every predicted mean and log-scale;
 * Swish ``x * sigmoid(x)`` and LipSwish ``x * sigmoid(x) / 1.1`` (1-Lipschitz, used by the energy network), both
   through torch's fused ``F.silu`` kernel (forward and backward), which equals ``x * sigmoid(x)`` to float32 rounding.
+
+Inside a :func:`frozen` block (the pipeline's sampling call, each Langevin chain of stage 2), kernels derived from
+weights that need no gradient — the weight-normalised kernels here, the folded batch norms of ``nvae_cells`` — are
+computed once and reused (:class:`FrozenCache`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import math
-from collections.abc import Iterator
+import weakref
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -47,6 +54,92 @@ def reference_kernels(enabled: bool = True) -> Iterator[None]:
         _REFERENCE_KERNELS = previous
 
 
+_frozen_block_ids = itertools.count(1)
+_FROZEN_BLOCK: int | None = None  # the innermost open frozen() block
+_FILLED: list[weakref.ref] = []  # caches filled inside the open blocks, emptied when their block closes
+
+
+@contextlib.contextmanager
+def frozen(*modules: nn.Module) -> Iterator[None]:
+    """Inside, the parameters of ``modules`` do not require grad (restored on exit, also after an error) and
+    kernels derived from weights that need no gradient are computed once and reused (:class:`FrozenCache`).
+
+    Gradients to the inputs are unchanged; autograd records nothing for the parameters. Reuse is limited to the
+    block: on exit every kernel cached inside it is dropped (no memory is held between calls), and inside it any
+    tracked change to a weight (in place, ``load_state_dict``, ``.to()``) recomputes its kernel at once."""
+    global _FROZEN_BLOCK
+    # by name: offloading hooks may swap a parameter object for another while the block runs
+    names = [(m, name) for m in modules for name, p in m.named_parameters() if p.requires_grad]
+    previous, filled = _FROZEN_BLOCK, len(_FILLED)
+    try:
+        for m, name in names:
+            m.get_parameter(name).requires_grad_(False)
+        _FROZEN_BLOCK = next(_frozen_block_ids)
+        yield
+    finally:
+        _FROZEN_BLOCK = previous
+        for ref in _FILLED[filled:]:
+            cache = ref()
+            if cache is not None:
+                cache.clear()
+        del _FILLED[filled:]
+        for m, name in names:
+            m.get_parameter(name).requires_grad_(True)
+
+
+class FrozenCache:
+    """One value derived from some tensors (e.g. a weight-normalised kernel from ``weight`` and
+    ``log_weight_norm``), computed once per :func:`frozen` block and reused inside it.
+
+    The value is reused only inside a ``frozen`` block, while no source needs a gradient (``requires_grad`` off, or
+    autograd off), outside :func:`reference_kernels` and outside ``torch.compile`` tracing; otherwise :meth:`get`
+    computes afresh, so parameter gradients are always those of the uncached formula. Inside the block, the same
+    tensor objects, storage and version counter are required: an in-place update, ``load_state_dict``, ``.to()`` or
+    ``extra`` changing recomputes it. (Writes through ``.data``, as diffusers' ``EMAModel.copy_to`` makes, bypass the
+    version counter; that is why nothing is reused across blocks.) Nothing is kept in state dicts or pickles."""
+
+    def __init__(self) -> None:
+        self.clear()
+
+    def clear(self) -> None:
+        self._sources: tuple[weakref.ref, ...] = ()
+        self._key: tuple | None = None
+        self._value: Any = None
+
+    def get(self, sources: Sequence[torch.Tensor], compute: Callable[[], Any], *extra: Any) -> Any:
+        if torch.compiler.is_compiling():  # traced into the compiled graph, which computes it itself
+            return compute()
+        if not _reusable(sources):
+            if self._value is not None:
+                self.clear()
+            return compute()
+        key = (_FROZEN_BLOCK, *((t.data_ptr(), t._version) for t in sources), *extra)
+        if key == self._key and all(ref() is t for ref, t in zip(self._sources, sources)):
+            return self._value
+        self.clear()  # the stale value is freed before the new one is computed
+        value = compute()
+        self._sources, self._key, self._value = tuple(weakref.ref(t) for t in sources), key, value
+        _FILLED.append(weakref.ref(self))
+        return value
+
+    def __getstate__(self) -> dict:
+        return {}
+
+    def __setstate__(self, state: dict) -> None:
+        self.clear()
+
+    def __deepcopy__(self, memo: dict) -> FrozenCache:
+        return FrozenCache()
+
+
+def _reusable(sources: Sequence[torch.Tensor]) -> bool:
+    if _FROZEN_BLOCK is None or _REFERENCE_KERNELS:
+        return False
+    if torch.is_grad_enabled() and any(t.requires_grad for t in sources):
+        return False
+    return not any(t.is_inference() for t in sources)  # inference tensors have no version counter
+
+
 def swish(x: torch.Tensor) -> torch.Tensor:
     """``x * sigmoid(x)`` (one fused kernel: about 2x faster than the two-op form on CPU, forward and backward)."""
     return x * torch.sigmoid(x) if _REFERENCE_KERNELS else F.silu(x)
@@ -70,6 +163,10 @@ def normalize_weight(weight: torch.Tensor, log_weight_norm: torch.Tensor) -> tor
     return torch.exp(log_weight_norm) * weight / (norm + WEIGHT_NORM_EPS)
 
 
+def laid_out(weight: torch.Tensor, channels_last: bool) -> torch.Tensor:
+    return weight.contiguous(memory_format=torch.channels_last) if channels_last else weight
+
+
 def conv2d_forward_with(
     conv: nn.Conv2d, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
 ) -> torch.Tensor:
@@ -78,7 +175,7 @@ def conv2d_forward_with(
     keep torch's default layout either way (so state dicts and safetensors files are unchanged); only the per-call
     weight copy and the activations are channels-last."""
     if getattr(conv, "channels_last", False):
-        weight = weight.contiguous(memory_format=torch.channels_last)
+        weight = laid_out(weight, True)  # a no-op for a cached kernel already laid out
         x = x.contiguous(memory_format=torch.channels_last)
     return conv._conv_forward(x, weight, bias)
 
@@ -86,6 +183,14 @@ def conv2d_forward_with(
 def conv2d_forward(conv: nn.Conv2d, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     """``conv`` applied to ``x`` with ``weight`` and its own bias (see :func:`conv2d_forward_with`)."""
     return conv2d_forward_with(conv, x, weight, conv.bias)
+
+
+def conv2d_frozen_kernel(conv: nn.Conv2d, x: torch.Tensor, sources: Sequence[torch.Tensor]) -> torch.Tensor:
+    """``conv`` applied to ``x`` with ``conv.effective_weight()``, the kernel (in the conv's memory layout) kept in
+    ``conv._frozen_weight`` (a :class:`FrozenCache` on ``sources``, the tensors it is computed from)."""
+    channels_last = getattr(conv, "channels_last", False)
+    weight = conv._frozen_weight.get(sources, lambda: laid_out(conv.effective_weight(), channels_last), channels_last)
+    return conv2d_forward(conv, x, weight)
 
 
 def set_channels_last(module: nn.Module, enabled: bool = True) -> int:
@@ -128,6 +233,7 @@ class WNConv2d(nn.Conv2d):
             self.log_weight_norm = nn.Parameter(torch.log(init + 1e-2))
         else:
             self.register_parameter("log_weight_norm", None)
+        self._frozen_weight = FrozenCache()
 
     def effective_weight(self) -> torch.Tensor:
         if self.log_weight_norm is None:
@@ -135,7 +241,9 @@ class WNConv2d(nn.Conv2d):
         return normalize_weight(self.weight, self.log_weight_norm)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return conv2d_forward(self, x, self.effective_weight())
+        if self.log_weight_norm is None:
+            return conv2d_forward(self, x, self.weight)
+        return conv2d_frozen_kernel(self, x, (self.weight, self.log_weight_norm))
 
     @torch.no_grad()
     def data_init_(self, x: torch.Tensor) -> torch.Tensor:

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .layers import WNConv2d, conv2d_forward_with, reference_kernels_enabled, swish
+from .layers import FrozenCache, WNConv2d, conv2d_forward_with, laid_out, reference_kernels_enabled, swish
 
 BN_EPS = 1e-5
 BN_MOMENTUM = 0.05
@@ -111,9 +111,10 @@ class InvertedResidual(nn.Module):
     In eval mode every batch norm is folded into the convolution beside it, so the cell runs three convolutions and
     two Swishes and no normalisation pass over the activations: the input BN into the 1x1 expansion (a 1x1
     convolution has no padding, so folding a per-channel affine map in front of it is exact), each BN that follows a
-    convolution into that convolution. The folded weights are computed from the parameters and running statistics at
-    every call (they are small), so nothing is cached that a weight update, ``load_state_dict`` or ``train()`` could
-    leave stale, and gradients (to inputs or parameters) are those of the unfolded cell. The state dict is unchanged.
+    convolution into that convolution. The folded weights are computed from the parameters and running statistics
+    at every call — gradients (to inputs or parameters) are those of the unfolded cell — except while the cell is
+    frozen, when they are computed once and reused until a parameter or statistic changes
+    (:class:`~vaebm_hub.models.layers.FrozenCache`). The state dict is unchanged.
     """
 
     def __init__(self, in_channels: int, out_channels: int, stride: int, expansion: int, kernel_size: int = 5) -> None:
@@ -131,28 +132,46 @@ class InvertedResidual(nn.Module):
         ]
         self.conv = nn.Sequential(*layers)
         self.upsample = stride == -1
+        self._folded = FrozenCache()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.training or reference_kernels_enabled():
             return self.conv(x)
         return self._folded_forward(x)
 
-    def _folded_forward(self, x: torch.Tensor) -> torch.Tensor:
+    def _parts(self) -> tuple[nn.Module, ...]:
+        """``(bn_in, conv1, bn1, conv2, bn2, conv3, bn3)``: the batch norms and convolutions in order."""
         offset = 1 if self.upsample else 0
         bn_in, expand, depthwise, project, bn_out = (self.conv[offset + i] for i in range(5))
+        return bn_in.bn, expand.conv[0], expand.conv[1], depthwise.conv[0], depthwise.conv[1], project, bn_out.bn
+
+    def _folded_weights(self) -> tuple[torch.Tensor, ...]:
+        """``(w1, b1, w2, b2, w3, b3)``: the three convolutions with every batch norm folded in, each kernel in its
+        convolution's memory layout."""
+        bn_in, conv1, bn1, conv2, bn2, conv3, bn3 = self._parts()
+        scale_in, shift_in = _bn_scale_shift(bn_in)
+        # 1x1 expand: conv(x * a + b) = conv'(x) with W' = W diag(a), bias W b; then its BN.
+        s1, t1 = _bn_scale_shift(bn1)
+        w1 = conv1.weight * scale_in.view(1, -1, 1, 1) * s1.view(-1, 1, 1, 1)
+        b1 = (conv1.weight.flatten(1) @ shift_in).view(-1) * s1 + t1
+        s2, t2 = _bn_scale_shift(bn2)
+        s3, t3 = _bn_scale_shift(bn3)
+        w2, w3 = conv2.weight * s2.view(-1, 1, 1, 1), conv3.weight * s3.view(-1, 1, 1, 1)
+        laid = [laid_out(w, getattr(c, "channels_last", False)) for w, c in ((w1, conv1), (w2, conv2), (w3, conv3))]
+        return laid[0], b1, laid[1], t2, laid[2], t3
+
+    def _folded_forward(self, x: torch.Tensor) -> torch.Tensor:
+        parts = self._parts()
+        sources = [t for m in parts for t in (m.weight, m.bias, getattr(m, "running_mean", None),
+                                                getattr(m, "running_var", None)) if t is not None]  # fmt: skip
+        layouts = tuple(getattr(c, "channels_last", False) for c in parts[1::2])
+        w1, b1, w2, b2, w3, b3 = self._folded.get(sources, self._folded_weights, layouts)
         if self.upsample:
             x = F.interpolate(x, scale_factor=2, mode="nearest")
-        scale_in, shift_in = _bn_scale_shift(bn_in.bn)
-        conv1, conv2, conv3 = expand.conv[0], depthwise.conv[0], project
-        # 1x1 expand: conv(x * a + b) = conv'(x) with W' = W diag(a), bias W b; then its BN.
-        w1 = conv1.weight * scale_in.view(1, -1, 1, 1)
-        b1 = (conv1.weight.flatten(1) @ shift_in).view(-1)
-        s1, t1 = _bn_scale_shift(expand.conv[1])
-        h = swish(conv2d_forward_with(conv1, x, w1 * s1.view(-1, 1, 1, 1), b1 * s1 + t1))
-        s2, t2 = _bn_scale_shift(depthwise.conv[1])
-        h = swish(conv2d_forward_with(conv2, h, conv2.weight * s2.view(-1, 1, 1, 1), t2))
-        s3, t3 = _bn_scale_shift(bn_out.bn)
-        return conv2d_forward_with(conv3, h, conv3.weight * s3.view(-1, 1, 1, 1), t3)
+        _, conv1, _, conv2, _, conv3, _ = parts
+        h = swish(conv2d_forward_with(conv1, x, w1, b1))
+        h = swish(conv2d_forward_with(conv2, h, w2, b2))
+        return conv2d_forward_with(conv3, h, w3, b3)
 
 
 def make_primitive(name: str, in_channels: int, out_channels: int, stride: int) -> nn.Module:

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .layers import conv2d_forward, normalize_weight
+from .layers import FrozenCache, conv2d_frozen_kernel, normalize_weight
 
 
 def channel_mask(in_channels: int, out_channels: int, groups: int, zero_diag: bool) -> torch.Tensor:
@@ -71,12 +71,13 @@ class ARConv2d(nn.Conv2d):
         masked = self.weight.detach() * mask.to(self.weight.device)  # the weight is on "meta" under lazy loading
         init = torch.linalg.vector_norm(masked.flatten(1), dim=1).view(-1, 1, 1, 1)
         self.log_weight_norm = nn.Parameter(torch.log(init + 1e-2))
+        self._frozen_weight = FrozenCache()
 
     def effective_weight(self) -> torch.Tensor:
         return normalize_weight(self.weight * self.mask, self.log_weight_norm)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return conv2d_forward(self, x, self.effective_weight())
+        return conv2d_frozen_kernel(self, x, (self.weight, self.log_weight_norm, self.mask))
 
 
 class ARInvertedResidual(nn.Module):

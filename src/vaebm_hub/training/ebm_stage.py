@@ -29,6 +29,7 @@ from diffusers.optimization import get_scheduler
 from torch import nn
 from torch.utils.data import Dataset
 
+from ..models.layers import frozen
 from ..pipelines.langevin_chain import ChainOutput, NonFiniteChainError, langevin_chain
 from ..pipelines.potential import potential_and_grad
 from ..pipelines.step_size import suggest_step_size
@@ -79,6 +80,7 @@ def resolve_step_sizes(
 class EBMStage(TrainingStage):
     name = "ebm"
     watch = ("energy_gap", "grad_norm", "energy_pos", "energy_neg")
+    steady_watch = ("energy_gap",)  # E's level is free (the loss sees differences only): only the gap is bounded
 
     def __init__(
         self,
@@ -145,7 +147,7 @@ class EBMStage(TrainingStage):
         """K Langevin steps from ``eps`` (:func:`~vaebm_hub.pipelines.langevin_chain.langevin_chain`; a chain that
         reaches NaN/Inf keeps its last finite state and is flagged in ``finite``). With ``sampling_space="x"`` the
         state is the image ``x``, started from the decoder means of ``eps``."""
-        with torch.autocast(eps.device.type, enabled=False):
+        with torch.autocast(eps.device.type, enabled=False), frozen(self.ebm):  # gradients to the state only
             if self.settings.sampling_space == "x":
                 x = self.vae.generate(eps)
                 state, finite = x_space_chain(
