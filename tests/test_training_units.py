@@ -143,7 +143,7 @@ def test_balanced_kl_coefficients_are_detached_and_mean_one():
 
 
 def test_guard_flags_nonfinite_values_and_blowups_only_after_history():
-    guard = DivergenceGuard(watch=("energy_gap",), blowup_factor=10, min_history=3)
+    guard = DivergenceGuard(watch=("energy_gap",), steady_watch=("energy_gap",), blowup_factor=10, min_history=3)
     assert guard.check({"loss": float("nan")}) == "loss is nan"
     assert guard.check({"loss": 1.0}, weights_finite=False) == "a weight became NaN/Inf"
     assert guard.check({"energy_gap": 500.0}) is None  # no history yet
@@ -153,6 +153,37 @@ def test_guard_flags_nonfinite_values_and_blowups_only_after_history():
     assert "exceeds" in guard.check({"energy_gap": 31.0})
     assert guard.check({"energy_gap": -29.0}) is None
     assert guard.history["energy_gap"] == [500.0, 2.0, 3.0, 29.0]  # a flagged step never joins the history
+
+
+def _gap_guard(**kwargs) -> DivergenceGuard:
+    return DivergenceGuard(watch=("energy_gap",), steady_watch=("energy_gap",), **kwargs)
+
+
+def _first_flagged_step(guard: DivergenceGuard, values) -> int | None:
+    for step, value in enumerate(values):
+        if guard.check({"energy_gap": float(value)}) is not None:
+            return step
+    return None
+
+
+def test_guard_catches_a_steady_blowup_before_the_first_checkpoint():
+    """A stage-2 run whose |gap| grows 5% per step (StackedMNIST without the energy term grew from ~9 to 8e9 in 500
+    iterations) never jumps 50x above the running median; the frozen median of the stage's first steps catches it,
+    while healthy growth (100x over the run) is left alone. Before this test's fix the guard flagged neither."""
+    growth = [5.0 * 1.05**step for step in range(600)]  # 5 -> 2.5e13
+    step = _first_flagged_step(_gap_guard(), growth)
+    assert step is not None and 5.0 * 1.05**step > 1000 * 5.0 * 1.05**24  # past 1000x the first 50 steps' median
+    assert _first_flagged_step(_gap_guard(early_factor=float("inf")), growth) is None
+    healthy = [5.0 * 100 ** (step / 599) for step in range(600)]
+    assert _first_flagged_step(_gap_guard(), healthy) is None
+
+    guard = _gap_guard()
+    _first_flagged_step(guard, healthy[:60])
+    restored = _gap_guard()
+    restored.load_state_dict(guard.state_dict())  # the early reference survives a checkpoint round trip
+    assert restored.early == guard.early and "energy_gap" in restored.early
+    unwatched = DivergenceGuard(watch=("energy_gap",))  # the energies' level is free: not checked for growth
+    assert _first_flagged_step(unwatched, growth) is None
 
 
 def test_guard_lowers_the_learning_rate_then_gives_up():
@@ -267,7 +298,7 @@ def test_gaussians25_defaults_are_the_settings_that_train_the_toy():
     stage1, stage2 = vae_settings(flags, (2,)), ebm_settings(flags, (2,))
     sampling = resolve_preset(parse_args(flags), (2,)).sampling
     assert (stage1.learning_rate, stage1.max_train_steps) == (2e-3, 10000)
-    assert (stage2.learning_rate, stage2.max_train_steps, stage2.pixel_noise) == (3e-4, 5000, False)
+    assert (stage2.learning_rate, stage2.max_train_steps, stage2.pixel_noise) == (3e-4, 10000, False)
     assert stage2.langevin_step_size == sampling.step_size == "auto"  # from the decoder's scale
     assert vae_settings(["--dataset_name", "digits"]).learning_rate == 1e-2
 

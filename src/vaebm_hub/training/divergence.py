@@ -6,12 +6,16 @@ diverged if any metric or weight is NaN/Inf, or a watched metric ``m`` blew up a
 
     |m| > blowup_factor * max(reference(m), BLOWUP_FLOOR)
 
-The reference is the median of ``|m|`` over the last ``window`` good steps before the last checkpoint, frozen there
-(before the stage's first checkpoint: the median so far, once ``min_history`` steps are in): a blow-up is judged
-against statistics it has not fed — a running median would follow a run that grows a few-fold per step until it is
-degenerate. At a checkpoint the new median must
-itself stay within ``blowup_factor`` of the old reference, else the checkpoint is not written and the stretch counts
-as a divergence. The loop then rolls back to the last checkpoint that verifies and multiplies the learning rate by
+The reference is the median of ``|m|`` over the last ``window`` good steps before the last checkpoint, frozen there:
+a blow-up is judged against statistics it has not fed. Before the stage's first checkpoint there are two tests: the
+median so far (once ``min_history`` steps are in) catches a sudden spike, and, for the metrics in ``steady_watch``
+(stage 2: the energy gap), the median of the stage's first ``window`` steps, frozen, catches a run that grows
+steadily — which a running median follows until the run is degenerate — once ``|m|`` exceeds ``early_factor``
+times it. The default 1000 comes from the loss traces of the experiment log: healthy stage-2 runs ended within 100x
+of their first steps, the diverged ones (StackedMNIST without the energy term, 25-Gaussians past 11000 iterations)
+passed 1000x on their way to 1e5-1e9. At a checkpoint the new median must itself stay within ``blowup_factor`` of
+the old reference, else the checkpoint is not written and the stretch counts as a divergence. The loop then rolls
+back to the last checkpoint that verifies and multiplies the learning rate by
 ``lr_factor``; after ``max_retries`` rollbacks it raises :class:`TrainingDivergedError`.
 """
 
@@ -34,15 +38,18 @@ class DivergenceGuard:
     """Running state of the guard; ``state_dict`` round-trips it through checkpoints."""
 
     watch: Sequence[str]
+    steady_watch: Sequence[str] = ()
     max_retries: int = 3
     lr_factor: float = 0.5
     blowup_factor: float = 50.0
     window: int = 50
     min_history: int = 10
+    early_factor: float = 1000.0
     retries: int = 0
     lr_scale: float = 1.0
     history: dict[str, list[float]] = field(default_factory=dict)
     reference: dict[str, float] = field(default_factory=dict)
+    early: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.max_retries < 0:
@@ -63,18 +70,22 @@ class DivergenceGuard:
             past = self.history.get(name, [])
             if name not in metrics or (name not in self.reference and len(past) < self.min_history):
                 continue
-            # frozen at the last checkpoint; before the first one, the median of the steps so far
-            baseline = self.reference.get(name, statistics.median(past) if past else 0.0)
-            limit = self.blowup_factor * max(baseline, BLOWUP_FLOOR)
-            if abs(metrics[name]) > limit:
-                value = abs(metrics[name])
-                return (
-                    f"|{name}| = {value:.4g} exceeds {self.blowup_factor:g}x its reference from the last good "
-                    f"checkpoint ({limit:.4g})"
-                )
+            value = abs(metrics[name])
+            if name in self.reference:  # frozen at the last checkpoint
+                limits = [(self.blowup_factor, self.reference[name], "its reference from the last good checkpoint")]
+            else:
+                limits = [(self.blowup_factor, statistics.median(past), "the median of the steps so far")]
+                if name in self.early:
+                    limits.append((self.early_factor, self.early[name], "its median over the stage's first steps"))
+            for factor, baseline, what in limits:
+                limit = factor * max(baseline, BLOWUP_FLOOR)
+                if value > limit:
+                    return f"|{name}| = {value:.4g} exceeds {factor:g}x {what} ({limit:.4g})"
         for name in self.watch:
             if name in metrics:
                 self.history[name] = (self.history.get(name, []) + [abs(metrics[name])])[-self.window :]
+                if name in self.steady_watch and name not in self.early and len(self.history[name]) == self.window:
+                    self.early[name] = statistics.median(self.history[name])
         return None
 
     def at_checkpoint(self) -> str | None:
@@ -109,6 +120,7 @@ class DivergenceGuard:
             "lr_scale": self.lr_scale,
             "history": {k: list(v) for k, v in self.history.items()},
             "reference": dict(self.reference),
+            "early": dict(self.early),
         }
 
     def load_state_dict(self, state: Mapping) -> None:
@@ -116,3 +128,4 @@ class DivergenceGuard:
         self.lr_scale = float(state["lr_scale"])
         self.history = {k: list(v) for k, v in state["history"].items()}
         self.reference = {k: float(v) for k, v in state.get("reference", {}).items()}
+        self.early = {k: float(v) for k, v in state.get("early", {}).items()}

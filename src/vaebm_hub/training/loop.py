@@ -60,6 +60,7 @@ class TrainingStage(ABC):
 
     name: str
     watch: tuple[str, ...]  # metrics the divergence guard checks for blow-ups
+    steady_watch: tuple[str, ...] = ()  # those it also checks for steady growth against the stage's first steps
     settings: VAETraining | EBMTraining  # read here: max_train_steps, batch_size
     model: nn.Module
     optimizer: torch.optim.Optimizer
@@ -139,6 +140,7 @@ class StageRunner:
         self.on_save_model = on_save_model
         self.guard = DivergenceGuard(
             watch=stage.watch,
+            steady_watch=stage.steady_watch,
             max_retries=options.divergence_max_retries,
             lr_factor=options.divergence_lr_factor,
             blowup_factor=options.divergence_threshold,
