@@ -16,7 +16,6 @@ computed once and reused (:class:`FrozenCache`).
 from __future__ import annotations
 
 import contextlib
-import itertools
 import math
 import weakref
 from collections.abc import Callable, Iterator, Sequence
@@ -54,8 +53,7 @@ def reference_kernels(enabled: bool = True) -> Iterator[None]:
         _REFERENCE_KERNELS = previous
 
 
-_frozen_block_ids = itertools.count(1)
-_FROZEN_BLOCK: int | None = None  # the innermost open frozen() block
+_FROZEN_DEPTH = 0  # how many frozen() blocks are open
 _FILLED: list[weakref.ref] = []  # caches filled inside the open blocks, emptied when their block closes
 
 
@@ -67,17 +65,17 @@ def frozen(*modules: nn.Module) -> Iterator[None]:
     Gradients to the inputs are unchanged; autograd records nothing for the parameters. Reuse is limited to the
     block: on exit every kernel cached inside it is dropped (no memory is held between calls), and inside it any
     tracked change to a weight (in place, ``load_state_dict``, ``.to()``) recomputes its kernel at once."""
-    global _FROZEN_BLOCK
+    global _FROZEN_DEPTH
     # by name: offloading hooks may swap a parameter object for another while the block runs
     names = [(m, name) for m in modules for name, p in m.named_parameters() if p.requires_grad]
-    previous, filled = _FROZEN_BLOCK, len(_FILLED)
+    filled = len(_FILLED)
+    _FROZEN_DEPTH += 1
     try:
         for m, name in names:
             m.get_parameter(name).requires_grad_(False)
-        _FROZEN_BLOCK = next(_frozen_block_ids)
         yield
     finally:
-        _FROZEN_BLOCK = previous
+        _FROZEN_DEPTH -= 1
         for ref in _FILLED[filled:]:
             cache = ref()
             if cache is not None:
@@ -113,7 +111,7 @@ class FrozenCache:
             if self._value is not None:
                 self.clear()
             return compute()
-        key = (_FROZEN_BLOCK, *((t.data_ptr(), t._version) for t in sources), *extra)
+        key = (*((t.data_ptr(), t._version) for t in sources), *extra)
         if key == self._key and all(ref() is t for ref, t in zip(self._sources, sources)):
             return self._value
         self.clear()  # the stale value is freed before the new one is computed
@@ -133,7 +131,7 @@ class FrozenCache:
 
 
 def _reusable(sources: Sequence[torch.Tensor]) -> bool:
-    if _FROZEN_BLOCK is None or _REFERENCE_KERNELS:
+    if not _FROZEN_DEPTH or _REFERENCE_KERNELS:
         return False
     if torch.is_grad_enabled() and any(t.requires_grad for t in sources):
         return False

@@ -458,7 +458,7 @@ class VAEBMPipeline(DiffusionPipeline):
                     temperature=temperature,
                     potential=potential,
                     potential_fn=getattr(self, "_potential_fn", vaebm_potential),
-                ),  # fmt: skip
+                ),
                 latents,
                 scheduler,
                 generator=generator,
