@@ -88,6 +88,7 @@ def test_scoring_takes_pil_images_and_refuses_an_empty_batch(pipe):
         (["--ebm_learning_rate", "inf"], "--ebm_learning_rate"),
         (["--spectral_reg_coeff", "nan"], "--spectral_reg_coeff"),
         (["--energy_l2_coeff", "-1"], "--energy_l2_coeff"),
+        (["--bernoulli_negative_fraction", "1.5"], "--bernoulli_negative_fraction"),
         (["--langevin_step_size", "nan"], "--langevin_step_size"),
         (["--buffer_size", "0"], "--buffer_size"),
         (["--data_init_batches", "0"], "--data_init_batches"),

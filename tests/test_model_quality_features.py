@@ -262,3 +262,48 @@ def test_a_stage_2_whose_chains_diverge_ends_in_training_diverged_error():
     stage.model = ebm
     with pytest.raises(TrainingDivergedError, match="--energy_l2_coeff"):  # was a bare NonFiniteChainError
         stage.sample_panels()
+
+
+def _bernoulli_stage(fraction: float):
+    import dataclasses
+
+    from vaebm_hub.presets import get_preset
+    from vaebm_hub.training.ebm_stage import EBMStage
+
+    preset = get_preset("digits")
+    torch.manual_seed(0)
+    vae = VAEBMVAE(decoder_distribution="bernoulli").eval()
+    settings = dataclasses.replace(preset.ebm_training, bernoulli_negative_fraction=fraction)
+    return EBMStage(
+        vae, VAEBMEnergyModel(), settings, preset.sampling, seed=0, process_index=0, device=torch.device("cpu"),
+        num_sample_images=4,
+    )  # fmt: skip
+
+
+def test_bernoulli_negative_fraction_makes_that_share_of_negatives_binary_draws_of_the_decoder_mean():
+    eps = torch.randn(8, _bernoulli_stage(0.0).vae.latent_dim, generator=torch.Generator().manual_seed(2))
+    means = _bernoulli_stage(0.0).negatives(eps)
+    assert ((means > 0) & (means < 1)).all()  # the means alone: grey, never a draw
+    mixed = _bernoulli_stage(0.5).negatives(eps)
+    drawn = mixed[:4]
+    assert set(drawn.unique().tolist()) <= {0.0, 1.0}
+    torch.testing.assert_close(mixed[4:], means[4:])
+    # Each pixel is a draw from its own mean: over many draws the frequency of ones approaches it.
+    stage = _bernoulli_stage(1.0)
+    frequency = torch.stack([stage.negatives(eps[:1]) for _ in range(400)]).mean(0)
+    assert (frequency - means[:1]).abs().max() < 0.1
+
+
+def test_bernoulli_negative_fraction_refuses_a_continuous_decoder():
+    import dataclasses
+
+    from vaebm_hub.presets import get_preset
+    from vaebm_hub.training.ebm_stage import EBMStage
+
+    preset = get_preset("digits")
+    settings = dataclasses.replace(preset.ebm_training, bernoulli_negative_fraction=0.5)
+    with pytest.raises(ValueError, match="Bernoulli decoder"):
+        EBMStage(
+            VAEBMVAE(), VAEBMEnergyModel(), settings, preset.sampling, seed=0, process_index=0,
+            device=torch.device("cpu"), num_sample_images=4,
+        )  # fmt: skip

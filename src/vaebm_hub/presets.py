@@ -85,6 +85,10 @@ class EBMTraining:
     # IGEBM's energy magnitude term alpha * mean(E(x+)^2 + E(x-)^2) (not in VAEBM; 0 = the paper's loss): bounds the
     # energies when the negatives can never reach the data (e.g. decoder means of a Bernoulli VAE).
     energy_l2_coeff: float = 0.0
+    # Bernoulli decoders only: the share of each batch's negatives that are binary draws x ~ Bernoulli(mean) at the
+    # chain's final z instead of the mean the chain's energy saw (not in VAEBM, whose decoders are continuous; 0 = the
+    # means alone). Draws show the EBM the speckle a Bernoulli decoder puts out, so noise does not pass for data.
+    bernoulli_negative_fraction: float = 0.0
     grad_clip: bool = True
     data_init: bool = True
     data_init_batches: int = 5
@@ -336,6 +340,7 @@ NUMERIC_RANGES = {
     ("vae", "ema_power"): ("--ema_power", 0, None, False),
     ("ebm", "n_channel"): ("--ebm_n_channel", 1, None, True),
     ("ebm", "energy_l2_coeff"): ("--energy_l2_coeff", 0, None, True),
+    ("ebm", "bernoulli_negative_fraction"): ("--bernoulli_negative_fraction", 0, 1, True),
     ("ebm", "langevin_steps"): ("--langevin_steps", 1, None, True),
     ("ebm", "langevin_noise_scale"): ("--langevin_noise_scale", 0, None, True),
     ("ebm", "buffer_size"): ("--buffer_size", 1, None, True),

@@ -112,6 +112,7 @@ class TrainingConfig:
     use_mu_cd: bool | None = None
     spectral_reg_coeff: float | None = None
     energy_l2_coeff: float | None = None
+    bernoulli_negative_fraction: float | None = None
     no_grad_clip: bool = False
     no_data_init: bool = False
     data_init_batches: int | None = None
@@ -329,6 +330,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         help="alpha of IGEBM's energy term alpha * mean(E(x+)^2 + E(x-)^2), which keeps the energies bounded (not in "
         "VAEBM: 0 is the paper's loss).",
+    )
+    g.add_argument(
+        "--bernoulli_negative_fraction",
+        type=float,
+        help="Bernoulli decoders: the share of the negatives that are binary draws x ~ Bernoulli(decoder mean) "
+        "instead of the mean itself (not in VAEBM; 0: means only).",
     )
     g.add_argument("--no_grad_clip", action="store_true", help="Turn off IGEBM gradient clipping.")
     g.add_argument("--no_data_init", action="store_true", help="Skip the EBM's data-dependent initialisation.")
@@ -571,6 +578,7 @@ def resolve_preset(
             use_mu_cd=c.use_mu_cd,
             spectral_reg_coeff=c.spectral_reg_coeff,
             energy_l2_coeff=c.energy_l2_coeff,
+            bernoulli_negative_fraction=c.bernoulli_negative_fraction,
             grad_clip=False if c.no_grad_clip else None,
             data_init=False if c.no_data_init else None,
             data_init_batches=c.data_init_batches,

@@ -10,6 +10,8 @@ One iteration (vaebm_reference.md §1-§2), for a data batch ``x+`` of size B:
    ``mu / 2 + 1/2`` (unclamped); the final ``eps_z`` rows enter the buffer;
 4. ``loss = mean E(x+) - mean E(x-) + alpha_s * L_SR``, Adam(betas 0.99, 0.999, weight decay) with IGEBM clipping;
    ``energy_l2_coeff`` adds IGEBM's ``alpha * mean(E(x+)^2 + E(x-)^2)`` (a deviation, off by default).
+   For a Bernoulli decoder ``bernoulli_negative_fraction`` of the negatives are binary draws from the decoder at the
+   final ``z`` (a deviation, off by default: VAEBM's decoders are continuous).
 
 The energy network gets a data-dependent initialisation from the first batches before training starts.
 
@@ -57,6 +59,16 @@ def negative_images(vae: nn.Module, eps: torch.Tensor, use_mu_cd: bool) -> torch
     return decoded.x
 
 
+def bernoulli_draws(means: torch.Tensor, fraction: float, generator: torch.Generator) -> torch.Tensor:
+    """``means`` (a Bernoulli decoder's, in [0, 1]) with the first ``round(fraction * B)`` rows replaced by binary
+    draws ``x ~ Bernoulli(mean)`` (``bernoulli_negative_fraction``; 0 returns ``means`` and draws nothing)."""
+    rows = round(fraction * means.shape[0])
+    if rows == 0:
+        return means
+    drawn = torch.bernoulli(means[:rows].clamp(0.0, 1.0), generator=generator)
+    return torch.cat([drawn, means[rows:]])
+
+
 STEP_SIZE_DATA = (4, 256)  # batches x batch size of data that set the spread for an "auto" step size
 
 
@@ -95,6 +107,12 @@ class EBMStage(TrainingStage):
         num_sample_images: int,
     ) -> None:
         self.vae = vae.to(device).eval().requires_grad_(False)
+        bernoulli = getattr(vae.config, "decoder_distribution", None) == "bernoulli"
+        if settings.bernoulli_negative_fraction > 0 and not bernoulli:
+            raise ValueError(
+                "--bernoulli_negative_fraction needs a VAE with a Bernoulli decoder (decoder_distribution="
+                "'bernoulli'); this VAE's decoder is continuous and already yields sample negatives: leave it at 0."
+            )
         self.ebm, self.settings, self.sampling, self.seed = ebm.to(device), settings, sampling, seed
         self.num_sample_images = num_sample_images
         self.generator = make_generator(seed, "ebm-chains", process_index)
@@ -164,7 +182,8 @@ class EBMStage(TrainingStage):
         x-space chains already end on images."""
         if self.settings.sampling_space == "x":
             return state
-        return negative_images(self.vae, state, self.settings.use_mu_cd)
+        images = negative_images(self.vae, state, self.settings.use_mu_cd)
+        return bernoulli_draws(images, self.settings.bernoulli_negative_fraction, self.generator)
 
     def training_loss(self, batch: torch.Tensor, step: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         s = self.settings
