@@ -218,23 +218,29 @@ def test_an_auto_step_size_is_resolved_when_stage_two_starts_and_recorded(tmp_pa
     assert f"| `ebm_training.langevin_step_size` | {step:g} |" in (out / "README.md").read_text()
 
 
-def test_energy_l2_term_adds_alpha_times_mean_squared_energies():
+def _digits_ebm_stage(vae: VAEBMVAE, ebm: VAEBMEnergyModel | None = None, **changes):
+    """A stage 2 on ``vae`` with the digits preset's settings, ``changes`` applied (its ``model`` set, unprepared)."""
     import dataclasses
 
     from vaebm_hub.presets import get_preset
     from vaebm_hub.training.ebm_stage import EBMStage
 
     preset = get_preset("digits")
+    ebm = VAEBMEnergyModel() if ebm is None else ebm
+    settings = dataclasses.replace(preset.ebm_training, **changes)
+    stage = EBMStage(
+        vae, ebm, settings, preset.sampling, seed=0, process_index=0, device=torch.device("cpu"), num_sample_images=4
+    )
+    stage.model = ebm
+    return stage
+
+
+def test_energy_l2_term_adds_alpha_times_mean_squared_energies():
     losses, metrics = {}, {}
     for alpha in (0.0, 0.5):
         torch.manual_seed(0)
         vae, ebm = VAEBMVAE().eval(), VAEBMEnergyModel()
-        settings = dataclasses.replace(preset.ebm_training, energy_l2_coeff=alpha, spectral_reg_coeff=0.0)
-        stage = EBMStage(
-            vae, ebm, settings, preset.sampling, seed=0, process_index=0, device=torch.device("cpu"),
-            num_sample_images=4,
-        )  # fmt: skip
-        stage.model = ebm
+        stage = _digits_ebm_stage(vae, ebm, energy_l2_coeff=alpha, spectral_reg_coeff=0.0)
         batch = torch.rand(4, 1, 8, 8, generator=torch.Generator().manual_seed(1))
         losses[alpha], metrics[alpha] = stage.training_loss(batch, 0)
     pos, neg = metrics[0.0]["energy_pos"], metrics[0.0]["energy_neg"]
@@ -246,38 +252,20 @@ def test_energy_l2_term_adds_alpha_times_mean_squared_energies():
 
 
 def test_a_stage_2_whose_chains_diverge_ends_in_training_diverged_error():
-    from vaebm_hub.presets import get_preset
     from vaebm_hub.training.divergence import TrainingDivergedError
-    from vaebm_hub.training.ebm_stage import EBMStage
 
-    preset = get_preset("digits")
     vae, ebm = VAEBMVAE().eval(), VAEBMEnergyModel()
     with torch.no_grad():
         for parameter in ebm.parameters():
             parameter.fill_(float("nan"))  # a degenerate energy network: every chain goes non-finite
-    stage = EBMStage(
-        vae, ebm, preset.ebm_training, preset.sampling, seed=0, process_index=0, device=torch.device("cpu"),
-        num_sample_images=4,
-    )  # fmt: skip
-    stage.model = ebm
+    stage = _digits_ebm_stage(vae, ebm)
     with pytest.raises(TrainingDivergedError, match="--energy_l2_coeff"):  # was a bare NonFiniteChainError
         stage.sample_panels()
 
 
 def _bernoulli_stage(fraction: float):
-    import dataclasses
-
-    from vaebm_hub.presets import get_preset
-    from vaebm_hub.training.ebm_stage import EBMStage
-
-    preset = get_preset("digits")
     torch.manual_seed(0)
-    vae = VAEBMVAE(decoder_distribution="bernoulli").eval()
-    settings = dataclasses.replace(preset.ebm_training, bernoulli_negative_fraction=fraction)
-    return EBMStage(
-        vae, VAEBMEnergyModel(), settings, preset.sampling, seed=0, process_index=0, device=torch.device("cpu"),
-        num_sample_images=4,
-    )  # fmt: skip
+    return _digits_ebm_stage(VAEBMVAE(decoder_distribution="bernoulli").eval(), bernoulli_negative_fraction=fraction)
 
 
 def test_bernoulli_negative_fraction_makes_that_share_of_negatives_binary_draws_of_the_decoder_mean():
@@ -295,15 +283,5 @@ def test_bernoulli_negative_fraction_makes_that_share_of_negatives_binary_draws_
 
 
 def test_bernoulli_negative_fraction_refuses_a_continuous_decoder():
-    import dataclasses
-
-    from vaebm_hub.presets import get_preset
-    from vaebm_hub.training.ebm_stage import EBMStage
-
-    preset = get_preset("digits")
-    settings = dataclasses.replace(preset.ebm_training, bernoulli_negative_fraction=0.5)
     with pytest.raises(ValueError, match="Bernoulli decoder"):
-        EBMStage(
-            VAEBMVAE(), VAEBMEnergyModel(), settings, preset.sampling, seed=0, process_index=0,
-            device=torch.device("cpu"), num_sample_images=4,
-        )  # fmt: skip
+        _digits_ebm_stage(VAEBMVAE(), bernoulli_negative_fraction=0.5)

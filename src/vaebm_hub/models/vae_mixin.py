@@ -27,6 +27,11 @@ class NoiseDecoding:
 
 
 class VAEBMVAEMixin(NoiseSpaceMixin):
+    @property
+    def has_bernoulli_decoder(self) -> bool:
+        """Whether ``p(x|z)`` is per-pixel Bernoulli (no reparameterised sample; NVAE's MNIST decoder)."""
+        return getattr(self.config, "decoder_distribution", None) == "bernoulli"
+
     def posterior_noise(
         self,
         x: torch.Tensor,

@@ -107,8 +107,7 @@ class EBMStage(TrainingStage):
         num_sample_images: int,
     ) -> None:
         self.vae = vae.to(device).eval().requires_grad_(False)
-        bernoulli = getattr(vae.config, "decoder_distribution", None) == "bernoulli"
-        if settings.bernoulli_negative_fraction > 0 and not bernoulli:
+        if settings.bernoulli_negative_fraction > 0 and not vae.has_bernoulli_decoder:
             raise ValueError(
                 "--bernoulli_negative_fraction needs a VAE with a Bernoulli decoder (decoder_distribution="
                 "'bernoulli'); this VAE's decoder is continuous and already yields sample negatives: leave it at 0."

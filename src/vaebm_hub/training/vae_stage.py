@@ -92,8 +92,7 @@ class VAEStage(TrainingStage):
         self.generator = make_generator(seed, "vae-posterior", process_index)
         self.num_sample_images = num_sample_images
         scales = list(reversed(getattr(vae, "groups_per_scale", [len(vae.latent_shapes)])))
-        bernoulli = getattr(vae.config, "decoder_distribution", None) == "bernoulli"
-        self.binarize = bernoulli and settings.dynamic_binarization
+        self.binarize = vae.has_bernoulli_decoder and settings.dynamic_binarization
         self.alpha = kl_balance_weights(scales) if settings.kl_balance else None
         self.ema: EMAModel | None = None
 
