@@ -111,6 +111,16 @@ def test_numeric_flags_fail_before_stage_one(tmp_path, flags, message):
     assert not out.exists()  # nothing ran, nothing was written
 
 
+def test_bernoulli_negatives_on_a_continuous_decoder_fail_before_stage_one(tmp_path):
+    from vaebm_hub.training import main
+
+    out = tmp_path / "out"
+    with pytest.raises(ValueError, match="--bernoulli_negative_fraction needs a VAE with a Bernoulli decoder"):
+        main(["--dataset_name", "digits", "--output_dir", str(out), "--report_to", "none",
+              "--bernoulli_negative_fraction", "0.5"])  # fmt: skip
+    assert not out.exists()  # the old code trained stage 1 before stage 2 refused the flag
+
+
 @pytest.mark.parametrize(
     "text, message",
     [("{not json", "is not valid JSON"), ("[1]", "must hold a JSON object"),

@@ -89,6 +89,16 @@ def resolve_step_sizes(
     return settings, sampling
 
 
+def check_settings_fit_vae(settings: EBMTraining, vae: nn.Module) -> None:
+    """Stage-2 settings that the VAE cannot serve, a ``ValueError`` naming the flag (the trainer checks this before
+    stage 1, so that a bad flag does not cost a stage 1)."""
+    if settings.bernoulli_negative_fraction > 0 and not vae.has_bernoulli_decoder:
+        raise ValueError(
+            "--bernoulli_negative_fraction needs a VAE with a Bernoulli decoder (decoder_distribution="
+            "'bernoulli'); this VAE's decoder is continuous and already yields sample negatives: leave it at 0."
+        )
+
+
 class EBMStage(TrainingStage):
     name = "ebm"
     watch = ("energy_gap", "grad_norm", "energy_pos", "energy_neg")
@@ -106,12 +116,8 @@ class EBMStage(TrainingStage):
         device: torch.device,
         num_sample_images: int,
     ) -> None:
+        check_settings_fit_vae(settings, vae)
         self.vae = vae.to(device).eval().requires_grad_(False)
-        if settings.bernoulli_negative_fraction > 0 and not vae.has_bernoulli_decoder:
-            raise ValueError(
-                "--bernoulli_negative_fraction needs a VAE with a Bernoulli decoder (decoder_distribution="
-                "'bernoulli'); this VAE's decoder is continuous and already yields sample negatives: leave it at 0."
-            )
         self.ebm, self.settings, self.sampling, self.seed = ebm.to(device), settings, sampling, seed
         self.num_sample_images = num_sample_images
         self.generator = make_generator(seed, "ebm-chains", process_index)

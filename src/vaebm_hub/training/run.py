@@ -39,7 +39,7 @@ from .checkpointing import (
 )
 from .components import check_vae_fits_data, load_training_data, load_vae, make_pipeline, new_ebm, new_vae
 from .config import TrainingConfig, check_config, parse_args, preset_name, resolve_preset, steps_per_epoch
-from .ebm_stage import FROZEN_VAE_DIR, EBMStage, resolve_step_sizes
+from .ebm_stage import FROZEN_VAE_DIR, EBMStage, check_settings_fit_vae, resolve_step_sizes
 from .hub_upload import push_trained_pipeline, write_model_card
 from .loop import LoopOptions, StageRunner
 from .vae_stage import VAEStage
@@ -139,6 +139,7 @@ def plan_run(config: TrainingConfig) -> RunPlan:
         explicit = config.vae_preset is not None or config.vae_config is not None
         vae = new_vae(settings, shape, config.seed, sizes_from_data=not explicit)
     check_vae_fits_data(vae, dataset)
+    check_settings_fit_vae(settings.ebm_training, vae)
     new_ebm(settings.ebm_training, shape, config.seed)  # fails now, not after stage 1, if the layout does not fit
 
     if resumed_stage == "ebm":
