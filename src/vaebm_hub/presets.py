@@ -199,8 +199,8 @@ _DIGITS_VAE = VAETraining(max_train_steps=1000, batch_size=64, likelihood_clamp=
 _OURS = [
     Preset(
         "digits", "scikit-learn's 8x8 digits, the embedded demo (CPU scale)", "VAEBMVAE",
-        # A coarse 2x2 top scale over the 4x4 one and 2000 stage-1 steps: FD_clf 7.97 against 22.2 for one scale
-        # (floor 7.36), 0.64 of the samples confident against 0.41 (docs/results.md, "digits").
+        # A coarse 2x2 top scale over the 4x4 one and 2000 stage-1 steps: FD_clf 7.95 against 22.2 for one scale
+        # (floor 7.36), 0.63 of the samples confident against 0.41 (docs/results.md, "digits").
         dict(in_channels=1, sample_size=8, num_latent_scales=2),
         dataclasses.replace(_DIGITS_VAE, max_train_steps=2000), dataclasses.replace(_DIGITS_EBM, max_train_steps=300),
         # Sampled at a quarter of the training step: FD_rand at K = 10 1.024 against 1.069 at 5e-3, K = 100 1.27
