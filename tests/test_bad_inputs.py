@@ -388,3 +388,11 @@ def test_a_full_disk_says_so_and_keeps_the_last_checkpoint(tmp_path):
         write_atomically(tmp_path / "checkpoint-2", full, {"stage": "vae"}, is_main_process=True, barrier=lambda: None)
     assert [p.name for _, p in list_checkpoints(tmp_path)] == ["checkpoint-1"]
     assert not (tmp_path / ".tmp-checkpoint-2").exists()
+
+
+def test_the_image_folder_rule_draws_no_bernoulli_negatives():
+    from vaebm_hub.presets import PRESETS, preset_for_images
+
+    assert PRESETS["mnist"].ebm_training.bernoulli_negative_fraction > 0
+    for shape in ((1, 8, 8), (3, 32, 32)):  # Gaussian decoders: the trainer would refuse the draws before stage 1
+        assert preset_for_images(shape).ebm_training.bernoulli_negative_fraction == 0
