@@ -61,11 +61,14 @@ def negative_images(vae: nn.Module, eps: torch.Tensor, use_mu_cd: bool) -> torch
 
 def bernoulli_draws(means: torch.Tensor, fraction: float, generator: torch.Generator) -> torch.Tensor:
     """``means`` (a Bernoulli decoder's, in [0, 1]) with the first ``round(fraction * B)`` rows replaced by binary
-    draws ``x ~ Bernoulli(mean)`` (``bernoulli_negative_fraction``; 0 returns ``means`` and draws nothing)."""
+    draws ``x ~ Bernoulli(mean)`` (``bernoulli_negative_fraction``; 0 returns ``means`` and draws nothing). The draws
+    are made on ``generator``'s device (the trainer's generators live on the CPU, as diffusers' ``randn_tensor``
+    draws), then moved to ``means``' device: the same bits on every accelerator."""
     rows = round(fraction * means.shape[0])
     if rows == 0:
         return means
-    drawn = torch.bernoulli(means[:rows].clamp(0.0, 1.0), generator=generator)
+    probs = means[:rows].clamp(0.0, 1.0).to(generator.device)
+    drawn = torch.bernoulli(probs, generator=generator).to(means.device)
     return torch.cat([drawn, means[rows:]])
 
 
