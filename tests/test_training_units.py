@@ -197,6 +197,17 @@ def test_guard_lowers_the_learning_rate_then_gives_up():
     assert (restored.retries, restored.lr_scale) == (2, pytest.approx(0.01))
 
 
+def test_guard_flags_an_energy_network_that_gives_every_input_the_same_energy():
+    guard = DivergenceGuard(watch=(), collapse_watch=(("energy_spread", "energy_pos"),))
+    assert "collapsed" in guard.check({"energy_spread": 0.0, "energy_pos": -0.4})
+    assert "collapsed" in guard.check({"energy_spread": 1e-3, "energy_pos": 2e3})  # rounding at that level
+    assert guard.check({"energy_spread": 1e-3, "energy_pos": 0.5}) is None  # small but real differences
+    assert guard.check({"energy_pos": 0.5}) is None  # a stage that does not report the spread
+    from vaebm_hub.training.ebm_stage import EBMStage
+
+    assert ("energy_spread", "energy_pos") in EBMStage.collapse_watch
+
+
 # ------------------------------------------------------------------------------------------------ checkpoints
 
 

@@ -14,9 +14,13 @@ steadily — which a running median follows until the run is degenerate — once
 times it. The default 1000 comes from the loss traces of the experiment log: healthy stage-2 runs ended within 100x
 of their first steps, the diverged ones (StackedMNIST without the energy term, 25-Gaussians past 11000 iterations)
 passed 1000x on their way to 1e5-1e9. At a checkpoint the new median must itself stay within ``blowup_factor`` of
-the old reference, else the checkpoint is not written and the stretch counts as a divergence. The loop then rolls
-back to the last checkpoint that verifies and multiplies the learning rate by
-``lr_factor``; after ``max_retries`` rollbacks it raises :class:`TrainingDivergedError`.
+the old reference, else the checkpoint is not written and the stretch counts as a divergence. A spread metric in
+``collapse_watch`` (stage 2: the standard deviation of a batch's energies) diverged when it falls to
+``COLLAPSE_TOLERANCE * max(1, |level|)`` or below, ``level`` being the metric paired with it: a learning rate of 10
+kills the energy network in one step, after which every input, data or negative, gets the same energy — which no
+magnitude test sees and the loss cannot undo, since it no longer depends on the input. The loop then rolls back to
+the last checkpoint that verifies and multiplies the learning rate by ``lr_factor``; after ``max_retries`` rollbacks
+it raises :class:`TrainingDivergedError`.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 BLOWUP_FLOOR = 1.0
+COLLAPSE_TOLERANCE = 1e-6  # a spread this small relative to the level is float32 rounding: one value for all inputs
 
 
 class TrainingDivergedError(RuntimeError):
@@ -39,6 +44,7 @@ class DivergenceGuard:
 
     watch: Sequence[str]
     steady_watch: Sequence[str] = ()
+    collapse_watch: Sequence[tuple[str, str]] = ()  # (spread metric, the level metric it is judged against)
     max_retries: int = 3
     lr_factor: float = 0.5
     blowup_factor: float = 50.0
@@ -66,6 +72,9 @@ class DivergenceGuard:
                 return f"{name} is {value}"
         if not weights_finite:
             return "a weight became NaN/Inf"
+        for name, level in self.collapse_watch:
+            if name in metrics and metrics[name] <= COLLAPSE_TOLERANCE * max(abs(metrics.get(level, 0.0)), 1.0):
+                return f"{name} = {metrics[name]:.3g}: the model gives every input the same output (collapsed)"
         for name in self.watch:
             past = self.history.get(name, [])
             if name not in metrics or (name not in self.reference and len(past) < self.min_history):

@@ -106,6 +106,7 @@ class EBMStage(TrainingStage):
     name = "ebm"
     watch = ("energy_gap", "grad_norm", "energy_pos", "energy_neg")
     steady_watch = ("energy_gap",)  # E's level is free (the loss sees differences only): only the gap is bounded
+    collapse_watch = (("energy_spread", "energy_pos"),)  # one energy for every input: the network is dead
 
     def __init__(
         self,
@@ -210,6 +211,7 @@ class EBMStage(TrainingStage):
             "energy_gap": gap.detach(),
             "energy_pos": energy_pos.mean().detach(),
             "energy_neg": energy_neg.mean().detach(),
+            "energy_spread": torch.cat([energy_pos, energy_neg]).detach().std(),  # 0: one energy for every input
         }
         if s.energy_l2_coeff > 0:
             magnitude = energy_pos.square().mean() + energy_neg.square().mean()

@@ -61,6 +61,7 @@ class TrainingStage(ABC):
     name: str
     watch: tuple[str, ...]  # metrics the divergence guard checks for blow-ups
     steady_watch: tuple[str, ...] = ()  # those it also checks for steady growth against the stage's first steps
+    collapse_watch: tuple[tuple[str, str], ...] = ()  # (spread, level): a spread ~0 = the model ignores its input
     settings: VAETraining | EBMTraining  # read here: max_train_steps, batch_size
     model: nn.Module
     optimizer: torch.optim.Optimizer
@@ -141,6 +142,7 @@ class StageRunner:
         self.guard = DivergenceGuard(
             watch=stage.watch,
             steady_watch=stage.steady_watch,
+            collapse_watch=stage.collapse_watch,
             max_retries=options.divergence_max_retries,
             lr_factor=options.divergence_lr_factor,
             blowup_factor=options.divergence_threshold,
