@@ -203,7 +203,8 @@ class EBMStage(TrainingStage):
         negatives = torch.where(finite.view(-1, *[1] * (negatives.dim() - 1)), negatives, 0.0)
         if self.buffer is not None:
             self.buffer.push(eps[:, : self.vae.latent_dim])
-        energy_pos, energy_neg = self.model(torch.cat([batch, negatives])).chunk(2)
+        energies = self.model(torch.cat([batch, negatives]))
+        energy_pos, energy_neg = energies.chunk(2)
         gap = energy_pos.mean() - energy_neg.mean()
         # A chain that left the finite numbers makes the loss NaN, which the divergence guard acts on.
         loss = gap + torch.where(finite.all(), 0.0, float("nan"))
@@ -211,7 +212,7 @@ class EBMStage(TrainingStage):
             "energy_gap": gap.detach(),
             "energy_pos": energy_pos.mean().detach(),
             "energy_neg": energy_neg.mean().detach(),
-            "energy_spread": torch.cat([energy_pos, energy_neg]).detach().std(),  # 0: one energy for every input
+            "energy_spread": energies.detach().std(),  # 0: one energy for every input
         }
         if s.energy_l2_coeff > 0:
             magnitude = energy_pos.square().mean() + energy_neg.square().mean()
