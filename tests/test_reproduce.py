@@ -57,6 +57,17 @@ def test_mode_counts_lie_in_0_to_1000_and_kept_fractions_in_the_unit_interval(fa
         assert row["reverse_kl"] is None or row["reverse_kl"] >= -1e-9
 
 
+def test_mode_coverage_writes_a_real_vae_vaebm_grid_and_links_it_in_the_report(fast_run):
+    from PIL import Image
+
+    root, results = fast_run
+    stacks = results[3]["datasets"]["stacked_digits"]
+    grid = root / "results" / stacks["figure"]
+    with Image.open(grid) as image:
+        assert image.mode == "RGB" and image.width > 2 * image.height  # three panels side by side
+    assert "stacked_digits: real | VAE | VAEBM samples" in (root / "docs" / "results.md").read_text()
+
+
 def test_ood_aurocs_lie_in_the_unit_interval_for_every_set_and_score(fast_run):
     _, results = fast_run
     auroc = results[4]["datasets"]["digits"]["auroc"]

@@ -104,6 +104,8 @@ def _modes(r: dict, result_dir: Path, docs_dir: Path) -> list[str]:
                 f"{_f(row.get('fd_rand_minus_floor'), '.3f')} | {_f(row['precision'], '.3f')} | "
                 f"{_f(row['recall'], '.3f')} |"
             )
+        if "figure" in d:
+            lines += ["", _figure(result_dir, docs_dir, d["figure"], f"{dataset}: real | VAE | VAEBM samples")]
     return lines
 
 
