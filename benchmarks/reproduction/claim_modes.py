@@ -14,6 +14,7 @@ from pathlib import Path
 
 from vaebm_hub.data import load_array_dataset
 from vaebm_hub.evaluation import sample_images, sample_quality, write_sample_grid
+from vaebm_hub.evaluation.plots import GRID_SIZE
 
 from .context import Context
 
@@ -28,7 +29,6 @@ ROW_KEYS = ("langevin_steps", "modes", "reverse_kl", "kept_fraction", "fd_clf", 
 # Samples per dataset: with 5000 StackedMNIST samples a uniform model would cover 993 of the 1000 modes. VAEBM is
 # sampled at its saved default chain length (the preset's K), the VAE at K = 0 from the same initial noise.
 FULL_SIZE = {"stacked_mnist": 5000, "stacked_digits": 10_000}
-GRID_SIZE = 64  # images per panel of the figure (real test stacks | VAE | VAEBM, the first samples of each row)
 
 
 def training_runs(ctx: Context) -> tuple[str, ...]:
@@ -42,13 +42,13 @@ def evaluate(ctx: Context, dataset: str) -> dict:
     num_samples, chain_lengths = ctx.size(full=(FULL_SIZE[dataset], (0, default_k)), fast=(40, (0, 2)))
     options = {"pad": True} if pipe.vae.data_shape[-1] == 32 else {}
     reference = load_array_dataset(dataset, "test", num_samples=num_samples, **options)[0]
-    rows, panels = [], {"real": reference[:GRID_SIZE]}
+    rows, panels = [], {"real (test)": reference[:GRID_SIZE]}
     for k in chain_lengths:
         samples, seconds = sample_images(pipe, num_samples, k, seed=ctx.seed)
         quality = sample_quality(samples, reference, dataset)
         rows.append({"langevin_steps": k, **{key: quality[key] for key in ROW_KEYS if key in quality}})
         rows[-1]["sampling_seconds"] = seconds
-        panels["VAE" if k == 0 else f"VAEBM (K={k})"] = samples[:GRID_SIZE]
+        panels[f"{'VAEBM' if k else 'VAE'} (K={k})"] = samples[:GRID_SIZE]
     figure = f"figures/{dataset}/samples.png"
     write_sample_grid(Path(ctx.output_dir) / figure, panels)
     real = load_array_dataset(dataset, "test", seed=1, num_samples=num_samples, **options)[0]

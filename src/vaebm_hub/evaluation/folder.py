@@ -14,7 +14,7 @@ import numpy as np
 from .frechet import frechet_distance
 from .inputs import MIN_SAMPLES, _check_count, channels_first
 from .ood_scores import _energies
-from .plots import write_energy_histogram, write_sample_grid
+from .plots import GRID_SIZE, write_energy_histogram, write_sample_grid
 from .precision_recall import precision_recall
 from .random_features import random_features
 from .sampling import sample_images
@@ -64,7 +64,8 @@ def evaluate_image_folder(
         (out / "metrics.json").write_text(json.dumps(result, indent=2))
         longest = max(samples)
         write_sample_grid(
-            out / "samples.png", {"real": reference[:64], "VAE": samples[0][:64], "VAEBM": samples[longest][:64]}
+            out / "samples.png",
+            {"real": reference[:GRID_SIZE], "VAE": samples[0][:GRID_SIZE], "VAEBM": samples[longest][:GRID_SIZE]},
         )
         write_energy_histogram(out / "energy_histogram.png", energies)
     return result

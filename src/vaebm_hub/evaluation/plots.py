@@ -12,6 +12,8 @@ import torch
 from ..figures import grid_scale, sample_panels
 from .inputs import channels_first, check_array
 
+GRID_SIZE = 64  # images per panel of a sample grid (real | VAE | VAEBM)
+
 
 def write_energy_histogram(path: str | os.PathLike, energies: Mapping[str, np.ndarray]) -> Path:
     """Overlaid, normalised histograms of the energies E(x) of each named set on shared bins (matplotlib, Agg)."""

@@ -31,13 +31,11 @@ from .classifier import FeatureClassifier
 from .inputs import MIN_SAMPLES, _check_count, _check_dataset, reference_options
 from .ood import OOD_SETS, make_ood_set
 from .ood_scores import _energies, ood_auroc
-from .plots import write_energy_histogram, write_sample_grid
+from .plots import GRID_SIZE, write_energy_histogram, write_sample_grid
 from .quality import STACKED_DATASETS, dataset_classifier, sample_quality
 from .sampling import sample_images
 
 DEFAULT_CHAIN_LENGTHS = (0, 10, 30, 100)
-
-GRID_SIZE = 64
 
 
 def _versions() -> dict[str, str]:
