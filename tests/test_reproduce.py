@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from reproduction import CLAIMS, run_claims
 from reproduction.claim_gain import gap_closed
-from reproduction.runs import FLAGS_FILE, RUNS, train_runs
+from reproduction.runs import FLAGS_FILE, RUNS, SECONDS_FILE, training_tasks
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import reproduce  # noqa: E402
@@ -105,7 +105,22 @@ def test_every_run_is_trained_once_in_the_worker_processes_then_loaded_from_the_
     assert all(not r["from_cache"] and r["seconds"] > 0 for r in trained.values())
     for name in trained:  # the workers wrote each run's cache record
         assert (root / "cache" / f"{name}-fast" / FLAGS_FILE).is_file()
-    assert train_runs(sorted(trained), root / "cache", fast=True) == {}  # all cached: nothing is retrained
+    for name, record in trained.items():  # the cache records the task's training: no claim trained it again
+        recorded = json.loads((root / "cache" / f"{name}-fast" / SECONDS_FILE).read_text())
+        assert abs(recorded - record["seconds"]) < 0.2 * record["seconds"] + 0.5
+    assert training_tasks(sorted(trained), root / "cache", fast=True) == []  # all cached: nothing is retrained
+
+
+def test_evaluating_in_this_process_gives_the_worker_processes_results(fast_run, tmp_path):
+    root, results = fast_run
+    again = run_claims([3, 5], fast=True, output_dir=tmp_path, cache_dir=root / "cache", docs_path=None, max_workers=1)
+
+    def measured(result: dict) -> list[dict]:
+        return [{k: v for k, v in row.items() if k != "sampling_seconds"} for row in result["rows"]]
+
+    for claim in (3, 5):
+        assert measured(again[claim]) == measured(results[claim]) and again[claim]["rows"]
+    assert json.loads((tmp_path / "reproduce_meta.json").read_text())["workers"] == 1
 
 
 def test_a_changed_preset_invalidates_the_cached_run(fast_run, monkeypatch):

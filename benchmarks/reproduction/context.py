@@ -9,7 +9,7 @@ from pathlib import Path
 from vaebm_hub.evaluation import evaluate_pipeline
 from vaebm_hub.pipelines import VAEBMPipeline
 
-from .runs import RUNS, load_pipeline, recorded_train_seconds, train, train_runs
+from .runs import is_cached, load_pipeline, run_folder
 
 
 @dataclass
@@ -21,7 +21,6 @@ class Context:
     cache_dir: Path = Path("outputs/reproduce")
     output_dir: Path = Path("benchmarks/results")
     seed: int = 0
-    train_seconds: dict[str, dict] = field(default_factory=dict)  # {run: {"seconds", "from_cache"}}
     _pipelines: dict[str, VAEBMPipeline] = field(default_factory=dict)
     _evaluations: dict[tuple, dict] = field(default_factory=dict)
 
@@ -29,24 +28,18 @@ class Context:
         """``fast`` in a ``--fast`` run, else ``full``."""
         return fast if self.fast else full
 
-    def train_runs(self, names, max_workers: int = 2) -> None:
-        """Train the runs in ``names`` that are not cached, ``max_workers`` at a time (:func:`.runs.train_runs`)."""
-        for name, seconds in train_runs(list(names), Path(self.cache_dir), self.fast, max_workers).items():
-            self.train_seconds.setdefault(name, {"seconds": round(seconds, 1), "from_cache": False})
-
     def run_folder(self, name: str) -> Path:
-        base = RUNS[name].base
-        if base is not None:  # trained (or loaded) first, so that its seconds are recorded under its own name
-            self.run_folder(base)
-        folder, seconds = train(name, Path(self.cache_dir), self.fast)
-        if name not in self.train_seconds:
-            cached = seconds == 0
-            recorded = recorded_train_seconds(folder) if cached else round(seconds, 1)
-            self.train_seconds[name] = {"seconds": recorded, "from_cache": cached}
-        return folder
+        """The cached folder of training run ``name``. Claims never train: the runner trains what their
+        ``training_runs`` name first, so reading any other run is an error (it would train it concurrently)."""
+        if not is_cached(name, Path(self.cache_dir), self.fast):
+            raise RuntimeError(
+                f"training run {name!r} is not in the cache {self.cache_dir}; a claim reads only the runs its "
+                "training_runs() names (add it there)"
+            )
+        return run_folder(Path(self.cache_dir), name, self.fast)
 
     def pipeline(self, name: str) -> VAEBMPipeline:
-        """The pipeline of training run ``name`` (see :data:`.runs.RUNS`), trained on first use, then cached."""
+        """The pipeline of training run ``name`` (see :data:`.runs.RUNS`), loaded once."""
         if name not in self._pipelines:
             self._pipelines[name] = load_pipeline(self.run_folder(name))
         return self._pipelines[name]

@@ -16,10 +16,10 @@ def _train_time(name: str, record: dict) -> str:
 
 
 def _total_minutes(meta: dict) -> float:
-    """This command's wall time plus half the recorded training time of the runs it loaded from the cache (runs
-    train two at a time); exact when nothing came from the cache."""
+    """This command's wall time plus the recorded training time of the runs it loaded from the cache shared among
+    its worker processes; an estimate unless nothing came from the cache, when it is the measured wall time."""
     cached = sum(r["seconds"] or 0 for r in meta["train_seconds"].values() if r["from_cache"])
-    return (meta["wall_seconds"] + cached / 2) / 60
+    return (meta["wall_seconds"] + cached / meta.get("workers", 2)) / 60
 
 
 def _met(result: dict) -> str:
@@ -177,8 +177,9 @@ def results_markdown(results: dict[int, dict], meta: dict, result_dir: Path, doc
         meta["command"] or "make reproduce",
         "```",
         "",
-        f"Wall time of this command: {minutes:.1f} min ({meta['machine']}). Training (two runs at a time, each in "
-        "its own process on one torch thread): "
+        f"Wall time of this command: {minutes:.1f} min ({meta['machine']}). Training runs and claim evaluations "
+        f"are tasks in {meta.get('workers', 2)} worker processes, an evaluation starting once the runs it reads are "
+        "trained (training first); training, on one torch thread per run: "
         + ", ".join(_train_time(k, v) for k, v in meta["train_seconds"].items())
         + " (* = loaded from the cache in `outputs/reproduce/`; the time is that of the run that trained it). Every "
         "run uses the package trainer (`vaebm_hub.training.main`) with seed 0; the runs are listed in "

@@ -3,17 +3,16 @@
 Every run goes through :func:`vaebm_hub.training.train` with a fixed seed. A finished run leaves a saved pipeline in
 ``<cache_dir>/<name>[-fast]/`` next to ``reproduce_flags.json`` (its settings and the preset they resolve to) and
 its training time; a later call with the same settings and preset loads it instead of retraining (anything else
-retrains from scratch). ``--fast`` runs are tiny smoke runs with their own folders. :func:`train_runs` trains the
-runs a command needs two at a time, each in its own process on one torch thread (every run is seeded, so the result
-does not depend on the order).
+retrains from scratch). ``--fast`` runs are tiny smoke runs with their own folders. :func:`training_tasks` makes the
+runs a command needs into tasks for :func:`.schedule.run_tasks`, each trained in a worker process on one torch thread
+(every run is seeded, so the result does not depend on the order).
 """
 
 from __future__ import annotations
 
 import json
-import multiprocessing
 import time
-from concurrent.futures import ProcessPoolExecutor
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,6 +21,8 @@ import torch
 from vaebm_hub.pipelines import VAEBMPipeline
 from vaebm_hub.presets import get_preset
 from vaebm_hub.training import train as train_pipeline
+
+from .schedule import Task
 
 FLAGS_FILE = "reproduce_flags.json"
 SECONDS_FILE = "reproduce_train_seconds.json"
@@ -36,17 +37,16 @@ FAST = dict(
 class TrainingRun:
     """A named trainer run: a preset (by default the dataset's own, ``vaebm_hub.presets``) plus ``overrides`` named
     like the trainer's flags. ``base`` names a run whose saved VAE this one trains its EBM on (``stage="ebm"``);
-    ``threads`` is torch's thread count while training (8x8 models run fastest on one)."""
+    every run trains on one torch thread (8x8 models run fastest on one; two runs share the 2 cores)."""
 
     name: str
     overrides: dict = field(default_factory=dict)
     base: str | None = None
-    threads: int = 1
 
 
 RUNS: dict[str, TrainingRun] = {
     run.name: run
-    for run in (  # costliest first: :func:`train_runs` starts them in this order
+    for run in (  # costliest first: :func:`training_tasks` lists them in this order
         # The default command of claim 6: the mnist preset as it is.
         TrainingRun("mnist", dict(dataset_name="mnist")),
         TrainingRun("stacked_mnist", dict(dataset_name="stacked_mnist")),
@@ -87,18 +87,18 @@ def _cached(folder: Path, settings: dict) -> bool:
     )
 
 
-def train(name: str, cache_dir: Path, fast: bool = False, threads: int | None = None) -> tuple[Path, float]:
+def train(name: str, cache_dir: Path, fast: bool = False) -> tuple[Path, float]:
     """Train run ``name`` (and the run it builds on) unless cached; returns its folder and the seconds spent
-    training now (0 when loaded from the cache). ``threads`` overrides the run's torch thread count."""
+    training now (0 when loaded from the cache), on one torch thread."""
     run = RUNS[name]
-    seconds = train(run.base, cache_dir, fast, threads)[1] if run.base is not None else 0.0
+    seconds = train(run.base, cache_dir, fast)[1] if run.base is not None else 0.0
     folder, settings = run_folder(cache_dir, name, fast), trainer_settings(run, cache_dir, fast)
     if _cached(folder, settings):
         return folder, seconds
     folder.mkdir(parents=True, exist_ok=True)
     (folder / FLAGS_FILE).unlink(missing_ok=True)  # written again only once this training run has finished
     previous_threads = torch.get_num_threads()
-    torch.set_num_threads(run.threads if threads is None else threads)
+    torch.set_num_threads(1)
     start = time.perf_counter()
     try:
         train_pipeline(folder, overwrite_output_dir=True, **settings)
@@ -110,28 +110,33 @@ def train(name: str, cache_dir: Path, fast: bool = False, threads: int | None = 
     return folder, seconds
 
 
-def _train_chain(names: list[str], cache_dir: str, fast: bool) -> dict[str, float]:
-    """Worker of :func:`train_runs`: train ``names`` in order on one torch thread; ``{name: seconds}``."""
-    return {name: train(name, Path(cache_dir), fast, threads=1)[1] for name in names}
+def train_key(name: str) -> str:
+    """The :class:`~.schedule.Task` key of training run ``name``."""
+    return f"train:{name}"
 
 
-def train_runs(names: list[str], cache_dir: Path, fast: bool = False, max_workers: int = 2) -> dict[str, float]:
-    """Train the runs in ``names`` (and the runs they build on) that are not cached, ``max_workers`` processes at
-    a time; a run and the runs built on it share a process, in that order. Returns ``{name: seconds}`` of the runs
-    trained now (the cache semantics are those of :func:`train`)."""
-    names = [n for n in RUNS if n in set(names) | {RUNS[m].base for m in names}]  # RUNS order: costliest first
-    todo = [
-        n for n in names if not _cached(run_folder(cache_dir, n, fast), trainer_settings(RUNS[n], cache_dir, fast))
-    ]
-    chains: dict[str, list[str]] = {}
-    for name in (n for n in names if n in todo):
-        chains.setdefault(RUNS[name].base if RUNS[name].base in todo else name, []).append(name)
-    if len(chains) < 2 or max_workers < 2:
-        return {n: s for chain in chains.values() for n, s in _train_chain(chain, str(cache_dir), fast).items()}
-    spawn = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=max_workers, mp_context=spawn) as pool:
-        futures = [pool.submit(_train_chain, chain, str(cache_dir), fast) for chain in chains.values()]
-        return {n: s for future in futures for n, s in future.result().items()}
+def _train_in_worker(name: str, cache_dir: str, fast: bool) -> float:
+    """Task function of :func:`training_tasks`: train ``name`` on one torch thread; the seconds it took."""
+    return train(name, Path(cache_dir), fast)[1]
+
+
+def with_bases(names: Iterable[str]) -> set[str]:
+    """``names`` and the runs they build on."""
+    names = set(names)
+    return names | {RUNS[n].base for n in names if RUNS[n].base is not None}
+
+
+def is_cached(name: str, cache_dir: Path, fast: bool = False) -> bool:
+    """Whether run ``name`` is trained with its current settings and preset in ``cache_dir``."""
+    return _cached(run_folder(cache_dir, name, fast), trainer_settings(RUNS[name], cache_dir, fast))
+
+
+def training_tasks(names: Iterable[str], cache_dir: Path, fast: bool = False) -> list[Task]:
+    """One task per run in ``names`` (and the runs they build on) that is not cached, costliest first; a run built on
+    another needs that run's task when it trains too (the cache semantics are those of :func:`train`)."""
+    todo = [n for n in RUNS if n in with_bases(names) and not is_cached(n, cache_dir, fast)]
+    needs = {n: (train_key(RUNS[n].base),) if RUNS[n].base in todo else () for n in todo}
+    return [Task(train_key(n), _train_in_worker, (n, str(cache_dir), fast), needs[n]) for n in todo]
 
 
 def recorded_train_seconds(folder: Path) -> float | None:
