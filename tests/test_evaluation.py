@@ -31,6 +31,7 @@ from vaebm_hub.evaluation import (
     mixture_log_density,
     pixel_shuffled,
     precision_recall,
+    sample_quality,
     stack_digits,
     stacked_mode_count,
     train_feature_classifier,
@@ -216,6 +217,22 @@ def test_stacked_mode_count_real_collapsed_and_noise(classifier, digits):
     assert collapsed["modes"] <= 150 and collapsed["reverse_kl"] > math.log(1000 / 150)
     noise = stacked_mode_count(uniform_noise(np.zeros((5000, 3, 8, 8), np.float32), seed=2), classifier)
     assert noise["kept_fraction"] < 0.01 and noise["modes"] <= 50
+
+
+def test_probabilities_from_features_are_the_classifiers_own(classifier, digits):
+    x = digits[0][:300]
+    from_features = classifier.proba_from_features(classifier.features(x))
+    np.testing.assert_allclose(from_features, classifier.predict_proba(x), rtol=0, atol=1e-6)
+
+
+def test_sample_quality_counts_modes_and_confidence_as_the_classifier_does(classifier, digits):
+    x, y = digits
+    stacks, reference = stack_digits(x[y < 5], 400, seed=1), stack_digits(x, 400, seed=2)
+    quality = sample_quality(stacks, reference, "stacked_digits", classifier=classifier, floor_reference=reference)
+    expected = stacked_mode_count(stacks, classifier)
+    assert {k: quality[k] for k in expected} == pytest.approx(expected)
+    probs = np.stack([classifier.predict_proba(stacks[:, c : c + 1]) for c in range(3)], axis=1)
+    assert quality["confident_fraction"] == pytest.approx((probs.max(axis=2) > 0.9).all(axis=1).mean())
 
 
 def test_stack_digits_draws_channels_from_the_set(digits):

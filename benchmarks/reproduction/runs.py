@@ -44,17 +44,20 @@ class TrainingRun:
     base: str | None = None
 
 
+# :func:`training_tasks` lists the runs in this order, and a free worker takes the first ready task: StackedMNIST's
+# chain (40 min of training, then claim 3's longest evaluation) starts on one worker while the other trains the short
+# runs, then MNIST's and digits' (about 14 + 26 + 10 min), so that the two workers finish together (2 cores).
 RUNS: dict[str, TrainingRun] = {
     run.name: run
-    for run in (  # costliest first: :func:`training_tasks` lists them in this order
+    for run in (
+        TrainingRun("stacked_mnist", dict(dataset_name="stacked_mnist")),
+        TrainingRun("stacked_digits", dict(dataset_name="stacked_digits")),
+        TrainingRun("gaussians25", dict(dataset_name="gaussians25")),
         # The default command of claim 6: the mnist preset as it is.
         TrainingRun("mnist", dict(dataset_name="mnist")),
-        TrainingRun("stacked_mnist", dict(dataset_name="stacked_mnist")),
         TrainingRun("digits", dict(dataset_name="digits")),
         # The ablation: an EBM on x alone, trained with x-space chains from the same frozen digits VAE.
         TrainingRun("digits_x_space", dict(dataset_name="digits", sampling_space="x"), base="digits"),
-        TrainingRun("stacked_digits", dict(dataset_name="stacked_digits")),
-        TrainingRun("gaussians25", dict(dataset_name="gaussians25")),
     )
 }
 
@@ -132,8 +135,8 @@ def is_cached(name: str, cache_dir: Path, fast: bool = False) -> bool:
 
 
 def training_tasks(names: Iterable[str], cache_dir: Path, fast: bool = False) -> list[Task]:
-    """One task per run in ``names`` (and the runs they build on) that is not cached, costliest first; a run built on
-    another needs that run's task when it trains too (the cache semantics are those of :func:`train`)."""
+    """One task per run in ``names`` (and the runs they build on) that is not cached, in :data:`RUNS` order; a run
+    built on another needs that run's task when it trains too (the cache semantics are those of :func:`train`)."""
     todo = [n for n in RUNS if n in with_bases(names) and not is_cached(n, cache_dir, fast)]
     needs = {n: (train_key(RUNS[n].base),) if RUNS[n].base in todo else () for n in todo}
     return [Task(train_key(n), _train_in_worker, (n, str(cache_dir), fast), needs[n]) for n in todo]
@@ -146,6 +149,10 @@ def recorded_train_seconds(folder: Path) -> float | None:
 
 
 def load_pipeline(folder: Path) -> VAEBMPipeline:
+    """A trained run's pipeline for evaluation, its convolutions in channels-last layout as the trainer runs them on
+    a CPU (Langevin chains about 1.45x faster on StackedMNIST's models; samples equal to 3e-6)."""
     pipe = VAEBMPipeline.from_pretrained(folder)
     pipe.set_progress_bar_config(disable=True)
+    if pipe.device.type == "cpu":
+        pipe.enable_channels_last()
     return pipe

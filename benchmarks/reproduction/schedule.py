@@ -58,7 +58,13 @@ def run_tasks(
     before anything runs."""
     _check(tasks)
     pending, done, failed, skipped = list(tasks), {}, {}, set()  # failed: {key: exception}
-    bar = tqdm(total=len(tasks), desc=desc, disable=not tasks)
+    # no rate or ETA: tasks last from seconds to tens of minutes
+    bar = tqdm(
+        total=len(tasks),
+        desc=desc,
+        disable=not tasks,
+        bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}{postfix}]",
+    )
 
     def take_ready(limit: int) -> list[Task]:
         while blocked := [t for t in pending if set(t.needs) & (set(failed) | skipped)]:  # transitively

@@ -116,6 +116,12 @@ class FeatureClassifier:
         """Softmax class probabilities, (N, num_classes) float64."""
         return self._apply(lambda c: self.net(c).softmax(dim=1), x, batch_size)
 
+    @torch.no_grad()
+    def proba_from_features(self, features: np.ndarray) -> np.ndarray:
+        """:meth:`predict_proba` from :meth:`features` already computed (the head alone; no second pass)."""
+        logits = self.net.head(torch.as_tensor(features, dtype=torch.float32))
+        return logits.softmax(dim=1).double().numpy()
+
 
 def _check_training_data(images: ArrayLike, labels: ArrayLike, num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
     x = torch.as_tensor(images, dtype=torch.float32, device="cpu")

@@ -42,6 +42,11 @@ def stacked_mode_count(stacks: ArrayLike, classifier: FeatureClassifier, thresho
     if np.ndim(stacks) != 4:
         raise ValueError(f"expected stacks of shape (N, C, H, W), got {np.shape(stacks)}")
     probs = np.stack([classifier.predict_proba(stacks[:, c : c + 1]) for c in range(stacks.shape[1])], axis=1)
+    return stacked_mode_count_from_proba(probs, threshold)
+
+
+def stacked_mode_count_from_proba(probs: np.ndarray, threshold: float = 0.5) -> dict[str, float]:
+    """:func:`stacked_mode_count` from the channels' class probabilities ``(N, C, K)``, already computed."""
     num_classes = probs.shape[2]
     kept = (probs.max(axis=2) > threshold).all(axis=1)
     place_values = num_classes ** np.arange(probs.shape[1] - 1, -1, -1)

@@ -13,7 +13,7 @@ from .classifier import FeatureClassifier, get_feature_classifier
 from .frechet import frechet_distance
 from .inputs import MIN_SAMPLES, _check_dataset, channels_first, check_array, reference_options
 from .kernel import kernel_distance
-from .modes import gaussian_mixture_metrics, stacked_mode_count
+from .modes import gaussian_mixture_metrics, stacked_mode_count_from_proba
 from .precision_recall import precision_recall
 from .random_features import random_features
 
@@ -43,9 +43,9 @@ def dataset_classifier(
     return get_feature_classifier(base, images, labels, cache_dir=cache_dir)
 
 
-def _features(classifier: FeatureClassifier, images: np.ndarray) -> np.ndarray:
-    """Classifier features (N, C · d): each channel classified on its own, the channels' features concatenated."""
-    return np.concatenate([classifier.features(images[:, c : c + 1]) for c in range(images.shape[1])], axis=1)
+def _channel_features(classifier: FeatureClassifier, images: np.ndarray) -> list[np.ndarray]:
+    """Classifier features of each channel on its own, [(N, d)] * C."""
+    return [classifier.features(images[:, c : c + 1]) for c in range(images.shape[1])]
 
 
 def _subsample(array: np.ndarray, size: int, seed: int = 0) -> np.ndarray:
@@ -124,13 +124,13 @@ def sample_quality(
     if classifier is None:
         classifier = dataset_classifier(dataset, samples.shape[-1])
 
-    real, fake, floor_features = (_features(classifier, x) for x in (reference, samples, floor))
+    # features (N, C · d): the channels' concatenated; the samples' class probabilities from the same pass
+    per_channel = [_channel_features(classifier, x) for x in (reference, samples, floor)]
+    real, fake, floor_features = (np.concatenate(channels, axis=1) for channels in per_channel)
+    probs = np.stack([classifier.proba_from_features(f) for f in per_channel[1]], axis=1)  # (N, C, classes)
     fd, fd_floor = frechet_distance(real, fake), frechet_distance(real, floor_features)
     real_rand, fake_rand, floor_rand = (random_features(x) for x in (reference, samples, floor))
     fd_rand, fd_rand_floor = frechet_distance(real_rand, fake_rand), frechet_distance(real_rand, floor_rand)
-    confidence = np.stack(
-        [classifier.predict_proba(samples[:, c : c + 1]).max(axis=1) for c in range(samples.shape[1])]
-    )
     metrics = {
         "num_samples": len(samples),
         "num_reference": len(reference),
@@ -143,9 +143,9 @@ def sample_quality(
         "fd_rand_minus_floor": fd_rand - fd_rand_floor,
         **kernel_distance(real, fake, subset_size=min(KERNEL_SUBSET_SIZE, len(real), len(fake))),
         **precision_recall(real, fake),
-        "confident_fraction": float((confidence > CONFIDENCE).all(axis=0).mean()),
+        "confident_fraction": float((probs.max(axis=2) > CONFIDENCE).all(axis=1).mean()),
         "classifier_accuracy": float(classifier.accuracy),
     }
     if dataset in STACKED_DATASETS:
-        metrics.update(stacked_mode_count(samples, classifier))
+        metrics.update(stacked_mode_count_from_proba(probs))
     return metrics
