@@ -115,11 +115,14 @@ def test_evaluating_in_this_process_gives_the_worker_processes_results(fast_run,
     root, results = fast_run
     again = run_claims([3, 5], fast=True, output_dir=tmp_path, cache_dir=root / "cache", docs_path=None, max_workers=1)
 
-    def measured(result: dict) -> list[dict]:
-        return [{k: v for k, v in row.items() if k != "sampling_seconds"} for row in result["rows"]]
+    def measured(result: dict, tolerance: float | None = None) -> list[dict]:
+        def value(v):
+            return pytest.approx(v, rel=tolerance) if tolerance and isinstance(v, float) else v
 
-    for claim in (3, 5):
-        assert measured(again[claim]) == measured(results[claim]) and again[claim]["rows"]
+        return [{k: value(v) for k, v in row.items() if k != "sampling_seconds"} for row in result["rows"]]
+
+    for claim in (3, 5):  # float32 features: equal up to rounding across processes
+        assert again[claim]["rows"] and measured(again[claim]) == measured(results[claim], tolerance=1e-6)
     assert json.loads((tmp_path / "reproduce_meta.json").read_text())["workers"] == 1
 
 
