@@ -109,6 +109,15 @@ def test_every_run_is_trained_once_in_the_worker_processes_then_loaded_from_the_
         recorded = json.loads((root / "cache" / f"{name}-fast" / SECONDS_FILE).read_text())
         assert abs(recorded - record["seconds"]) < 0.2 * record["seconds"] + 0.5
     assert training_tasks(sorted(trained), root / "cache", fast=True) == []  # all cached: nothing is retrained
+    # a one-shot iterator of names is read once, not once per run (the old code saw it empty after the first run)
+    folder = root / "cache" / "gaussians25-fast"
+    (folder / FLAGS_FILE).rename(folder / "flags.bak")  # gaussians25 looks untrained
+    try:
+        assert [t.key for t in training_tasks(iter(["digits", "gaussians25"]), root / "cache", fast=True)] == [
+            "train:gaussians25"
+        ]
+    finally:
+        (folder / "flags.bak").rename(folder / FLAGS_FILE)
 
 
 def test_evaluating_in_this_process_gives_the_worker_processes_results(fast_run, tmp_path):

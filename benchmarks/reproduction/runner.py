@@ -131,7 +131,8 @@ def run_claims(
     start = time.perf_counter()
     runs = with_bases(run for claim in claims for run in CLAIMS[claim].training_runs(ctx))
     training = training_tasks(runs, ctx.cache_dir, fast)
-    trained_now = {run for run in runs if train_key(run) in {task.key for task in training}}
+    training_keys = {task.key for task in training}
+    trained_now = {run for run in runs if train_key(run) in training_keys}
     results, parts = {}, {}  # {claim: result}, {claim: {part: (result, seconds)}}
 
     def collect(key: str, outcome) -> None:

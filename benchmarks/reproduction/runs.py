@@ -137,7 +137,8 @@ def is_cached(name: str, cache_dir: Path, fast: bool = False) -> bool:
 def training_tasks(names: Iterable[str], cache_dir: Path, fast: bool = False) -> list[Task]:
     """One task per run in ``names`` (and the runs they build on) that is not cached, in :data:`RUNS` order; a run
     built on another needs that run's task when it trains too (the cache semantics are those of :func:`train`)."""
-    todo = [n for n in RUNS if n in with_bases(names) and not is_cached(n, cache_dir, fast)]
+    names = with_bases(names)  # once: ``names`` may be a one-shot iterator
+    todo = [n for n in RUNS if n in names and not is_cached(n, cache_dir, fast)]
     needs = {n: (train_key(RUNS[n].base),) if RUNS[n].base in todo else () for n in todo}
     return [Task(train_key(n), _train_in_worker, (n, str(cache_dir), fast), needs[n]) for n in todo]
 
