@@ -3,6 +3,7 @@ docs/offline_data_and_metrics.md on sklearn's 8×8 digits."""
 
 from __future__ import annotations
 
+import copy
 import math
 
 import numpy as np
@@ -341,3 +342,30 @@ def test_random_embedding_is_fixed_and_orders_the_sanity_sets():
     assert floor < blur < uniform
     stacks = np.concatenate([x[:8], x[8:16], x[16:24]], axis=1)
     assert random_features(stacks).shape == (8, 3 * 224)
+
+
+def test_sample_quality_computes_real_features_once_and_never_serves_stale_ones(classifier, digits):
+    x, y = digits
+    reference, floor, samples = x[:300].copy(), x[300:600], x[600:900]
+    fresh = sample_quality(samples, reference, "digits", classifier=classifier, floor_reference=floor)
+    calls = []
+
+    def counting(clf):  # a new object with the same weights, as every dataset_classifier() call returns
+        clf = copy.deepcopy(clf)
+        original = clf.features
+        clf.features = lambda images, *a, **k: calls.append(len(images)) or original(images, *a, **k)
+        return clf
+
+    again = sample_quality(samples, reference, "digits", classifier=counting(classifier), floor_reference=floor)
+    assert again == pytest.approx(fresh, rel=1e-12)
+    assert calls == [len(samples)]  # reference and floor came from the memo
+    reference[:, :, :4] = 0.0  # the same array object, new content: recomputed, not served from the memo
+    edited = sample_quality(samples, reference, "digits", classifier=counting(classifier), floor_reference=floor)
+    assert calls == [len(samples), len(reference), len(samples)]
+    assert edited["fd_clf"] != pytest.approx(fresh["fd_clf"])
+    changed = counting(classifier)
+    with torch.no_grad():
+        next(changed.net.parameters()).add_(0.01)  # another classifier: its features are not the memoised ones
+    calls.clear()
+    sample_quality(samples, reference, "digits", classifier=changed, floor_reference=floor)
+    assert calls == [len(reference), len(samples), len(floor)]

@@ -94,6 +94,15 @@ class FeatureClassifier:
         self.image_size = image_size
         self.loaded_from_cache = loaded_from_cache
 
+    def fingerprint(self) -> str:
+        """A digest of the network's weights and the input size: equal for two loads of the same cached classifier,
+        different once a weight changes (metrics memoise features on it)."""
+        digest = hashlib.blake2b(repr(self.image_size).encode(), digest_size=16)
+        for name, tensor in self.net.state_dict().items():
+            digest.update(name.encode())
+            digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+        return digest.hexdigest()
+
     def _check(self, x: ArrayLike) -> torch.Tensor:
         x = torch.as_tensor(x, dtype=torch.float32, device="cpu")
         if x.ndim != 4 or x.shape[1] != 1 or tuple(x.shape[2:]) != self.image_size:
