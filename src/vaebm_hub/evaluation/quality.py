@@ -118,7 +118,9 @@ def sample_quality(
 
     ``gaussians25`` (points ``(N, 2)``) gives ``high_quality_fraction``, ``modes_covered``, ``reverse_kl`` and
     ``mean_log_density`` of the samples, and the same keys prefixed ``reference_`` for the real points.
-    ``classifier`` defaults to :func:`dataset_classifier` (trained once, then cached).
+    ``classifier`` defaults to :func:`dataset_classifier` (trained once, then cached). The real images' features
+    (``reference`` and the floor's) are memoised on their content and the classifier's weights, so scoring several
+    sample sets against one reference computes them once.
     """
     _check_dataset(dataset)
     if dataset == "gaussians25":
