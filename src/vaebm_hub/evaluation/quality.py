@@ -55,15 +55,20 @@ def _channel_features(classifier: FeatureClassifier, images: np.ndarray) -> list
     return [classifier.features(images[:, c : c + 1]) for c in range(images.shape[1])]
 
 
+def _image_features(classifier: FeatureClassifier, images: np.ndarray) -> tuple[list[np.ndarray], np.ndarray]:
+    """Both feature spaces of ``images``: :func:`_channel_features` and :func:`random_features`."""
+    return _channel_features(classifier, images), random_features(images)
+
+
 def _real_features(classifier: FeatureClassifier, images: np.ndarray) -> tuple[list[np.ndarray], np.ndarray]:
-    """:func:`_channel_features` and :func:`random_features` of real ``images``, memoised on the images' content and
-    the classifier's weights (a changed array or classifier is a new key, never a stale hit)."""
+    """:func:`_image_features` of real ``images``, memoised on the images' content and the classifier's weights (a
+    changed array or classifier is a new key, never a stale hit)."""
     digest = hashlib.blake2b(np.ascontiguousarray(images).data, digest_size=16).hexdigest()
     key = (classifier.fingerprint(), images.shape, images.dtype.str, digest)
     if key in _REAL_FEATURES:
         _REAL_FEATURES.move_to_end(key)
     else:
-        _REAL_FEATURES[key] = (_channel_features(classifier, images), random_features(images))
+        _REAL_FEATURES[key] = _image_features(classifier, images)
         while len(_REAL_FEATURES) > _REAL_FEATURES_SIZE:
             _REAL_FEATURES.popitem(last=False)
     return _REAL_FEATURES[key]
@@ -151,7 +156,7 @@ def sample_quality(
     (reference_channels, real_rand), (floor_channels, floor_rand) = (
         _real_features(classifier, x) for x in (reference, floor)
     )
-    sample_channels, fake_rand = _channel_features(classifier, samples), random_features(samples)
+    sample_channels, fake_rand = _image_features(classifier, samples)
     real, fake, floor_features = (
         np.concatenate(channels, axis=1) for channels in (reference_channels, sample_channels, floor_channels)
     )
