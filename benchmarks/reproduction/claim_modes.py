@@ -6,6 +6,12 @@ evaluation classifier of its base dataset (MNIST or digits); a sample counts onl
 probability exceeds 0.5 (the gate; ``kept_fraction`` is the share that passes), and its mode is 100 c0 + 10 c1 + c2.
 The reference is as many test stacks as samples; other test stacks (another draw of the same test digits) give the
 ceiling at the same sample size. The target is judged on StackedMNIST, or on stacked digits when it is not run.
+
+The reverse KL is judged on its Miller–Madow correction (``vaebm_hub.evaluation.modes``), the plug-in value reported
+beside it: at 5000 samples, about 3900 of them kept, the plug-in KL is biased up by about 0.12 (the real test stacks
+score 0.116), and VAEBM, which keeps more samples than its VAE, gets a smaller bias than the VAE it is compared with.
+On 26,000 draws of the StackedMNIST VAE the plug-in KL is 0.217 and the corrected 0.189, against 0.35 and 0.22 on
+5000 (docs/results.md, "The reverse KL's sample-size bias").
 """
 
 from __future__ import annotations
@@ -19,11 +25,11 @@ from vaebm_hub.evaluation.plots import GRID_SIZE
 from .context import Context
 
 TITLE = "Mode coverage on StackedMNIST"
-TARGET = "VAEBM covers >= 900 of the 1000 modes with reverse KL <= 0.3, both better than its VAE"
+TARGET = "VAEBM covers >= 900 of the 1000 modes with reverse KL <= 0.3 (bias-corrected), both better than its VAE"
 PAPER = {"modes": 1000, "reverse_kl": 0.087}
 TARGET_MODES, TARGET_REVERSE_KL = 900, 0.3
-ROW_KEYS = ("langevin_steps", "modes", "reverse_kl", "kept_fraction", "fd_clf", "fd_floor", "fd_minus_floor",
-            "fd_rand_minus_floor", "precision", "recall", "sampling_seconds")  # fmt: skip
+ROW_KEYS = ("langevin_steps", "modes", "reverse_kl", "reverse_kl_corrected", "kept_fraction", "fd_clf", "fd_floor",
+            "fd_minus_floor", "fd_rand_minus_floor", "precision", "recall", "sampling_seconds")  # fmt: skip
 
 
 # Samples per dataset: with 5000 StackedMNIST samples a uniform model would cover 993 of the 1000 modes. VAEBM is
@@ -61,10 +67,9 @@ def evaluate(ctx: Context, dataset: str) -> dict:
         "rows": rows,
         "met": bool(
             vaebm["modes"] >= TARGET_MODES
-            and vaebm["reverse_kl"] is not None
-            and vaebm["reverse_kl"] <= TARGET_REVERSE_KL
+            and vaebm["reverse_kl_corrected"] <= TARGET_REVERSE_KL
             and vaebm["modes"] > vae["modes"]
-            and (vae["reverse_kl"] is None or vaebm["reverse_kl"] < vae["reverse_kl"])
+            and not vaebm["reverse_kl_corrected"] >= vae["reverse_kl_corrected"]
         ),
     }
 

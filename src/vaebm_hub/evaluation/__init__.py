@@ -14,7 +14,13 @@ from .classifier import (
 from .frechet import fd_classifier, fd_floor, frechet_distance
 from .inception import InceptionFID, inception_fid
 from .kernel import kernel_distance
-from .modes import gaussian_mixture_metrics, mixture_log_density, stack_digits, stacked_mode_count
+from .modes import (
+    gaussian_mixture_metrics,
+    mixture_log_density,
+    stack_digits,
+    stacked_mode_count,
+    stacked_mode_count_from_proba,
+)
 from .ood import OOD_SETS, auroc, constant_images, interpolated, inverted, make_ood_set, pixel_shuffled, uniform_noise
 from .ood_scores import SCORE_NAMES, ood_auroc, ood_scores
 from .plots import write_energy_histogram, write_sample_grid
@@ -56,6 +62,7 @@ __all__ = [
     "sample_quality",
     "stack_digits",
     "stacked_mode_count",
+    "stacked_mode_count_from_proba",
     "train_feature_classifier",
     "uniform_noise",
     "write_energy_histogram",

@@ -2,6 +2,12 @@
 
 Both reduce samples to a histogram over known modes and report how many modes are hit and the reverse KL
 KL(p_model ‖ uniform) = Σ_m p_m log(p_m · M) over the M modes (0 for perfect balance, log(M / k) for k equally hit).
+
+The plug-in KL of N samples over many modes is biased upwards: its entropy term is biased by about −(k − 1) / (2N)
+for k modes hit (Miller 1955), 0.12 nats for 3900 samples over 1000 modes, where exact draws from the uniform
+distribution score 0.12 instead of 0. ``reverse_kl`` stays the plug-in value (the estimator of the StackedMNIST papers,
+which use 26,000 samples); ``reverse_kl_corrected`` subtracts Miller–Madow's (k − 1) / (2N), so that models scored on
+different sample sizes, or with different kept fractions, compare.
 """
 
 from __future__ import annotations
@@ -14,13 +20,19 @@ from scipy.special import logsumexp
 from .classifier import ArrayLike, FeatureClassifier
 
 
-def _histogram_summary(mode_ids: np.ndarray, num_modes: int, min_count: int = 1) -> tuple[int, float]:
-    """(modes with ≥ ``min_count`` samples, reverse KL to uniform); the KL is NaN when there are no samples."""
+def _histogram_summary(mode_ids: np.ndarray, num_modes: int, min_count: int = 1) -> dict[str, float]:
+    """Modes with ≥ ``min_count`` samples, the plug-in reverse KL to uniform and its Miller–Madow correction (the
+    module docstring); both KLs are NaN when there are no samples."""
     counts = np.bincount(mode_ids, minlength=num_modes)
     if counts.sum() == 0:
-        return 0, math.nan
+        return {"modes": 0, "reverse_kl": math.nan, "reverse_kl_corrected": math.nan}
     p = counts[counts > 0] / counts.sum()
-    return int((counts >= min_count).sum()), float(np.sum(p * np.log(p * num_modes)))
+    reverse_kl = float(np.sum(p * np.log(p * num_modes)))
+    return {
+        "modes": int((counts >= min_count).sum()),
+        "reverse_kl": reverse_kl,
+        "reverse_kl_corrected": reverse_kl - (len(p) - 1) / (2 * float(counts.sum())),
+    }
 
 
 def stack_digits(images: np.ndarray, num_stacks: int, seed: int = 0) -> np.ndarray:
@@ -36,8 +48,8 @@ def stacked_mode_count(stacks: ArrayLike, classifier: FeatureClassifier, thresho
     """Mode count of (N, C, H, W) stacks: classify each channel; mode = Σ_j c_j · K^(C−1−j) (= 100·c0 + 10·c1 + c2).
 
     A stack is kept only if every channel's top class probability exceeds ``threshold``; without this gate pure noise
-    "covers" hundreds of modes. Returns ``{"modes", "reverse_kl", "kept_fraction"}``, the first two over the kept
-    stacks and K^C modes (``reverse_kl`` is NaN if nothing is kept).
+    "covers" hundreds of modes. Returns ``{"modes", "reverse_kl", "reverse_kl_corrected", "kept_fraction"}``, the
+    first three over the kept stacks and K^C modes (the KLs are NaN if nothing is kept).
     """
     if np.ndim(stacks) != 4:
         raise ValueError(f"expected stacks of shape (N, C, H, W), got {np.shape(stacks)}")
@@ -51,8 +63,7 @@ def stacked_mode_count_from_proba(probs: np.ndarray, threshold: float = 0.5) -> 
     kept = (probs.max(axis=2) > threshold).all(axis=1)
     place_values = num_classes ** np.arange(probs.shape[1] - 1, -1, -1)
     mode_ids = probs[kept].argmax(axis=2) @ place_values
-    modes, reverse_kl = _histogram_summary(mode_ids, num_classes ** probs.shape[1])
-    return {"modes": modes, "reverse_kl": reverse_kl, "kept_fraction": float(kept.mean())}
+    return {**_histogram_summary(mode_ids, num_classes ** probs.shape[1]), "kept_fraction": float(kept.mean())}
 
 
 def _squared_distances(x: np.ndarray, centres: np.ndarray) -> np.ndarray:
@@ -74,7 +85,8 @@ def gaussian_mixture_metrics(
     - ``high_quality_fraction``: share within ``num_sigmas``·σ of the nearest centre (for exact samples in 2-D this
       is 1 − exp(−num_sigmas²/2) ≈ 0.989 at 3σ);
     - ``modes_covered``: centres that receive ≥ ``min_count`` high-quality samples;
-    - ``reverse_kl``: KL(histogram of the high-quality samples' nearest centres ‖ uniform over M), NaN if none;
+    - ``reverse_kl``: KL(histogram of the high-quality samples' nearest centres ‖ uniform over M), NaN if none, and
+      ``reverse_kl_corrected``, its Miller–Madow correction (the module docstring);
     - ``mean_log_density``: E_samples[log p_true(x)] under the true mixture.
     """
     samples, centres = np.asarray(samples, dtype=np.float64), np.asarray(centres, dtype=np.float64)
@@ -83,10 +95,11 @@ def gaussian_mixture_metrics(
     sq = _squared_distances(samples, centres)
     nearest = sq.argmin(axis=1)
     high_quality = sq[np.arange(len(samples)), nearest] <= (num_sigmas * sigma) ** 2
-    modes, reverse_kl = _histogram_summary(nearest[high_quality], len(centres), min_count)
+    histogram = _histogram_summary(nearest[high_quality], len(centres), min_count)
     return {
         "high_quality_fraction": float(high_quality.mean()),
-        "modes_covered": modes,
-        "reverse_kl": reverse_kl,
+        "modes_covered": histogram["modes"],
+        "reverse_kl": histogram["reverse_kl"],
+        "reverse_kl_corrected": histogram["reverse_kl_corrected"],
         "mean_log_density": float(mixture_log_density(samples, centres, sigma).mean()),
     }

@@ -119,10 +119,12 @@ def sample_quality(
       channel, for stacks);
     * ``classifier_accuracy``: the classifier's held-out accuracy; ``num_samples``, ``num_reference``,
       ``num_floor``;
-    * stacked datasets add the gated mode count: ``modes``, ``reverse_kl``, ``kept_fraction``.
+    * stacked datasets add the gated mode count: ``modes``, ``reverse_kl``, ``reverse_kl_corrected``,
+      ``kept_fraction``.
 
-    ``gaussians25`` (points ``(N, 2)``) gives ``high_quality_fraction``, ``modes_covered``, ``reverse_kl`` and
-    ``mean_log_density`` of the samples, and the same keys prefixed ``reference_`` for the real points.
+    ``gaussians25`` (points ``(N, 2)``) gives ``high_quality_fraction``, ``modes_covered``, ``reverse_kl``,
+    ``reverse_kl_corrected`` and ``mean_log_density`` of the samples, and the same keys prefixed ``reference_`` for
+    the real points.
     ``classifier`` defaults to :func:`dataset_classifier` (trained once, then cached). The real images' features
     (``reference`` and the floor's) are memoised on their content and the classifier's weights, so scoring several
     sample sets against one reference computes them once.
