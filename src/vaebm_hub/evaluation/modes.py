@@ -7,7 +7,8 @@ The plug-in KL of N samples over many modes is biased upwards: its entropy term 
 for k modes hit (Miller 1955), 0.12 nats for 3900 samples over 1000 modes, where exact draws from the uniform
 distribution score 0.12 instead of 0. ``reverse_kl`` stays the plug-in value (the estimator of the StackedMNIST papers,
 which use 26,000 samples); ``reverse_kl_corrected`` subtracts Miller–Madow's (k − 1) / (2N), so that models scored on
-different sample sizes, or with different kept fractions, compare.
+different sample sizes, or with different kept fractions, compare (it can fall a little below 0 for a near-uniform
+histogram).
 """
 
 from __future__ import annotations
