@@ -285,3 +285,33 @@ def test_bernoulli_negative_fraction_makes_that_share_of_negatives_binary_draws_
 def test_bernoulli_negative_fraction_refuses_a_continuous_decoder():
     with pytest.raises(ValueError, match="Bernoulli decoder"):
         _digits_ebm_stage(VAEBMVAE(), bernoulli_negative_fraction=0.5)
+
+
+def test_the_saved_energy_network_is_the_ema_of_the_trained_iterates(tmp_path):
+    """``--ebm_ema_decay d``: the pipeline holds diffusers' EMA of the weights after each step (decay 0, then
+    min(d, (1 + t) / (10 + t))), while training itself (the checkpoints' weights) is the run without an EMA."""
+    from safetensors.torch import load_file
+
+    from vaebm_hub.training import main
+
+    tiny = ["--dataset_name", "digits", "--train_batch_size", "8", "--ebm_n_channel", "4", "--langevin_steps", "2",
+            "--sample_langevin_steps", "2", "--num_sample_images", "4", "--data_init_batches", "1",
+            "--report_to", "none", "--stage", "all", "--vae_max_train_steps", "1", "--ebm_max_train_steps", "3",
+            "--checkpointing_steps", "1"]  # fmt: skip
+    main([*tiny, "--ebm_ema_decay", "0.2", "--output_dir", str(tmp_path / "ema")])
+    main([*tiny, "--output_dir", str(tmp_path / "last")])
+    iterates = [load_file(tmp_path / "ema" / f"checkpoint-{n}" / "model.safetensors") for n in (2, 3, 4)]
+    for n, iterate in zip((2, 3, 4), iterates):
+        assert_weights = load_file(tmp_path / "last" / f"checkpoint-{n}" / "model.safetensors")
+        for name in iterate:
+            assert torch.equal(iterate[name], assert_weights[name]), name  # the EMA leaves training alone
+    last = VAEBMEnergyModel.from_pretrained(tmp_path / "last" / "ebm").state_dict()
+    ema = VAEBMEnergyModel.from_pretrained(tmp_path / "ema" / "ebm").state_dict()
+    parameters = dict(VAEBMEnergyModel.from_pretrained(tmp_path / "ema" / "ebm").named_parameters())
+    for name in parameters:
+        expected = iterates[0][name]
+        for decay, iterate in zip((2 / 11, 0.2), iterates[1:]):  # (1 + 1) / 11 < 0.2, then capped at 0.2
+            expected = decay * expected + (1 - decay) * iterate[name]
+        torch.testing.assert_close(ema[name], expected)
+        torch.testing.assert_close(last[name], iterates[-1][name])
+    assert any(not torch.equal(ema[name], last[name]) for name in parameters)

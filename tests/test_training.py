@@ -144,7 +144,7 @@ def test_killed_and_resumed_run_ends_with_the_same_weights(tmp_path):
     args = [
         *TINY, "--vae_config", str(tmp_path / "vae.json"), "--stage", "all", "--vae_max_train_steps", "3",
         "--ebm_max_train_steps", "4", "--checkpointing_steps", "1", "--checkpoints_total_limit", "2", "--use_ema",
-        "--vae_spectral_reg_coeff", "0.01", "--random_flip", "--replay_anneal_steps", "1",
+        "--ebm_ema_decay", "0.5", "--vae_spectral_reg_coeff", "0.01", "--random_flip", "--replay_anneal_steps", "1",
         "--gradient_accumulation_steps", "2",
     ]  # fmt: skip
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"

@@ -89,6 +89,9 @@ class EBMTraining:
     # chain's final z instead of the mean the chain's energy saw (not in VAEBM, whose decoders are continuous; 0 = the
     # means alone). Draws show the EBM the speckle a Bernoulli decoder puts out, so noise does not pass for data.
     bernoulli_negative_fraction: float = 0.0
+    # Decay of an exponential moving average of the energy network's weights that the saved pipeline samples with
+    # (not in VAEBM; 0 = off, the paper: the last iterate). The chains during training use the current weights.
+    ema_decay: float = 0.0
     grad_clip: bool = True
     data_init: bool = True
     data_init_batches: int = 5
@@ -372,6 +375,7 @@ NUMERIC_RANGES = {
     ("ebm", "n_channel"): ("--ebm_n_channel", 1, None, True),
     ("ebm", "energy_l2_coeff"): ("--energy_l2_coeff", 0, None, True),
     ("ebm", "bernoulli_negative_fraction"): ("--bernoulli_negative_fraction", 0, 1, True),
+    ("ebm", "ema_decay"): ("--ebm_ema_decay", 0, 1, True),
     ("ebm", "langevin_steps"): ("--langevin_steps", 1, None, True),
     ("ebm", "langevin_noise_scale"): ("--langevin_noise_scale", 0, None, True),
     ("ebm", "buffer_size"): ("--buffer_size", 1, None, True),
@@ -424,6 +428,8 @@ def check_preset(preset: Preset) -> None:
     ):
         if value != AUTO and not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
             raise ValueError(f"--{name} must be a finite number > 0 or 'auto', got {value!r}.")
+    if s2.ema_decay == 1:
+        raise ValueError("--ebm_ema_decay must be < 1 (an average that never moves); 0 turns the EMA off.")
     if s2.sampling_space not in ("eps", "x"):
         raise ValueError(f"sampling_space must be 'eps' or 'x', got {s2.sampling_space!r}.")
     if s2.potential not in ("exact", "official"):

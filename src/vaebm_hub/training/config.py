@@ -59,6 +59,7 @@ class TrainingConfig:
     adam_epsilon: float | None = None
     vae_adam_beta1: float | None = None
     ebm_adam_beta1: float | None = None
+    ebm_ema_decay: float | None = None
     num_epochs: int | None = None
     vae_num_epochs: int | None = None
     ebm_num_epochs: int | None = None
@@ -219,6 +220,12 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--ema_max_decay", type=float, help="Largest decay of the VAE's EMA.")
     g.add_argument("--ema_inv_gamma", type=float, help="inv_gamma of the EMA warm-up (diffusers' EMAModel).")
     g.add_argument("--ema_power", type=float, help="power of the EMA warm-up (diffusers' EMAModel).")
+    g.add_argument(
+        "--ebm_ema_decay",
+        type=float,
+        help="Decay of an EMA of the energy network's weights, which the saved pipeline samples with (not in VAEBM; "
+        "0 = off, the last iterate as the paper).",
+    )
 
     g = p.add_argument_group("checkpoints and logging")
     g.add_argument(
@@ -579,6 +586,7 @@ def resolve_preset(
             spectral_reg_coeff=c.spectral_reg_coeff,
             energy_l2_coeff=c.energy_l2_coeff,
             bernoulli_negative_fraction=c.bernoulli_negative_fraction,
+            ema_decay=c.ebm_ema_decay,
             grad_clip=False if c.no_grad_clip else None,
             data_init=False if c.no_data_init else None,
             data_init_batches=c.data_init_batches,

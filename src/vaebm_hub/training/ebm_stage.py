@@ -12,6 +12,9 @@ One iteration (vaebm_reference.md §1-§2), for a data batch ``x+`` of size B:
    ``energy_l2_coeff`` adds IGEBM's ``alpha * mean(E(x+)^2 + E(x-)^2)`` (a deviation, off by default).
    For a Bernoulli decoder ``bernoulli_negative_fraction`` of the negatives are binary draws from the decoder at the
    final ``z`` (a deviation, off by default: VAEBM's decoders are continuous).
+   With ``ema_decay`` > 0 an exponential moving average of the energy network's weights is kept (diffusers'
+   ``EMAModel``) and the saved pipeline samples with it (a deviation, off by default: the paper samples with the last
+   iterate); the training chains always use the current weights.
 
 The energy network gets a data-dependent initialisation from the first batches before training starts.
 
@@ -22,12 +25,14 @@ and the negatives are the final ``x``; there is no replay buffer.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import functools
 
 import torch
 from accelerate import Accelerator
 from diffusers.optimization import get_scheduler
+from diffusers.training_utils import EMAModel
 from torch import nn
 from torch.utils.data import Dataset
 
@@ -134,6 +139,7 @@ class EBMStage(TrainingStage):
         self.buffer = ReplayBuffer(settings.buffer_size, vae.latent_dim) if settings.use_buffer else None
         # x-space chains keep images in [0, 1]; vector data (the 2-D toy) is unbounded.
         self.clip_range = IMAGE_RANGE if len(vae.data_shape) == 3 else None
+        self.ema: EMAModel | None = None
 
     def prepare(self, accelerator: Accelerator, dataset: Dataset, fresh: bool) -> None:
         s = self.settings
@@ -156,6 +162,9 @@ class EBMStage(TrainingStage):
             num_training_steps=self.settings.max_train_steps * accelerator.num_processes,
         )
         self.model, self.optimizer, self.lr_scheduler = accelerator.prepare(self.ebm, optimizer, scheduler)
+        if s.ema_decay > 0:  # after the data-dependent initialisation: the average starts from the initialised net
+            self.ema = EMAModel(self.ebm.parameters(), decay=s.ema_decay)
+            self.ema.to(accelerator.device)
 
     # ---------------------------------------------------------------- negatives
     def initial_noise(self, batch_size: int, step: int) -> torch.Tensor:
@@ -228,12 +237,17 @@ class EBMStage(TrainingStage):
         if self.settings.grad_clip:
             clip_grad_igebm_(self.optimizer)
 
+    def after_optimizer_step(self) -> None:
+        if self.ema is not None:
+            self.ema.step(self.ebm.parameters())
+
     # ---------------------------------------------------------------- state, samples, output
     def state_dict(self) -> dict:
         return {
             "generator": self.generator.get_state(),
             "buffer": self.buffer.state_dict() if self.buffer is not None else None,
             "spectral": self.ebm.power_iteration_state(),
+            "ema": self.ema.state_dict() if self.ema is not None else None,
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -241,12 +255,27 @@ class EBMStage(TrainingStage):
         if self.buffer is not None:
             self.buffer.load_state_dict(state["buffer"])
         self.ebm.load_power_iteration_state(state["spectral"])
+        if self.ema is not None:
+            if state.get("ema") is None:
+                raise ValueError(
+                    "this checkpoint was written without --ebm_ema_decay, so it holds no EMA of the energy network "
+                    "to resume: resume with the flag the run started with, or start stage 2 afresh."
+                )
+            self.ema.load_state_dict(state["ema"])
 
     def write_checkpoint_extras(self, directory) -> None:
         self.vae.save_pretrained(directory / FROZEN_VAE_DIR)
 
+    def sampling_ebm(self) -> nn.Module:
+        """The energy network the pipeline samples with: the training one, or a copy holding the EMA weights."""
+        if self.ema is None:
+            return self.ebm
+        ebm = copy.deepcopy(self.ebm)
+        self.ema.copy_to(ebm.parameters())
+        return ebm
+
     def pipeline(self):
-        return make_pipeline(self.vae, self.ebm, self.settings, self.sampling)
+        return make_pipeline(self.vae, self.sampling_ebm(), self.settings, self.sampling)
 
     def sample_panels(self) -> dict[str, torch.Tensor]:
         """VAE samples (K = 0) beside VAEBM samples from the same initial noise."""
