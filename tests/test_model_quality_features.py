@@ -315,3 +315,15 @@ def test_the_saved_energy_network_is_the_ema_of_the_trained_iterates(tmp_path):
         torch.testing.assert_close(ema[name], expected)
         torch.testing.assert_close(last[name], iterates[-1][name])
     assert any(not torch.equal(ema[name], last[name]) for name in parameters)
+
+
+def test_resuming_a_stage_2_without_an_ema_with_the_ema_flag_names_the_flag(tmp_path):
+    from vaebm_hub.training import main
+
+    tiny = ["--dataset_name", "digits", "--train_batch_size", "8", "--ebm_n_channel", "4", "--langevin_steps", "2",
+            "--sample_langevin_steps", "2", "--num_sample_images", "4", "--data_init_batches", "1",
+            "--report_to", "none", "--stage", "all", "--vae_max_train_steps", "1", "--ebm_max_train_steps", "2",
+            "--checkpointing_steps", "1", "--output_dir", str(tmp_path)]  # fmt: skip
+    main(tiny)
+    with pytest.raises(ValueError, match="written without --ebm_ema_decay"):  # not a raw error from EMAModel
+        main([*tiny, "--resume_from_checkpoint", "checkpoint-2", "--ebm_ema_decay", "0.5"])

@@ -3,6 +3,7 @@ divergence guard, atomic checkpoints, the resumable batch stream, settings prece
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -38,7 +39,7 @@ from vaebm_hub.training.checkpointing import (
 from vaebm_hub.training.config import resolve_preset
 from vaebm_hub.training.data_stream import BatchStream, ShardedBatchSampler
 from vaebm_hub.training.ebm_stage import negative_images
-from vaebm_hub.training.run import card_rows
+from vaebm_hub.training.run import card_rows, cpu_thread_hint
 from vaebm_hub.training.vae_stage import balanced_kl, kl_balance_weights, kl_coefficient
 
 # ------------------------------------------------------------------------------------------------ replay buffer
@@ -410,3 +411,20 @@ def test_a_builtin_dataset_name_resolves_to_its_own_preset_not_an_nvae_alias():
     """ "mnist" is both our CPU preset and an NVAE ``args.dataset`` name; the dataset's own preset wins."""
     assert get_preset("mnist").name == "mnist" and get_preset("celeba_64").name == "celeba64"
     assert resolve_preset(parse_args(["--dataset_name", "mnist"]), (1, 32, 32)).ebm_training.n_channel == 16
+
+
+def test_a_cpu_run_on_fewer_threads_than_its_cores_is_told_how_to_use_them(monkeypatch):
+    previous = torch.get_num_threads()
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
+    try:
+        torch.set_num_threads(1)  # what `accelerate launch` without a config gives every process
+        hint = cpu_thread_hint(torch.device("cpu"), local_processes=1)
+        assert hint is not None and "1 torch thread(s) of the 4 CPU cores" in hint
+        assert "accelerate config default" in hint and "--num_cpu_threads_per_process 4" in hint
+        assert "--num_cpu_threads_per_process 2" in cpu_thread_hint(torch.device("cpu"), local_processes=2)
+        assert cpu_thread_hint(torch.device("cpu"), local_processes=4) is None  # one core each: nothing to gain
+        assert cpu_thread_hint(torch.device("cuda"), local_processes=1) is None
+        torch.set_num_threads(4)
+        assert cpu_thread_hint(torch.device("cpu"), local_processes=1) is None
+    finally:
+        torch.set_num_threads(previous)

@@ -4,7 +4,9 @@ MNIST model of claim 1.
 
 The ``mnist`` run of this reproduction is exactly that command (the ``mnist`` preset without overrides,
 :data:`.runs.RUNS`); its training time is measured on one torch thread while another task (a training run or an
-evaluation) shares the machine, so it is an upper bound for the command on its own.
+evaluation) shares the machine, so it is an upper bound for the command on its own. (On its own the command takes
+34.7 min without an Accelerate config, which gives it one thread, and 21.8 min on two threads after
+``accelerate config default``: the experiment log.)
 """
 
 from __future__ import annotations

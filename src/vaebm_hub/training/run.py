@@ -18,7 +18,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
 from accelerate import Accelerator
+from accelerate.logging import get_logger
 from accelerate.utils import ProjectConfiguration, set_seed
 from torch import nn
 from torch.utils.data import Dataset
@@ -196,6 +198,26 @@ def make_accelerator(
     return accelerator
 
 
+logger = get_logger(__name__)
+
+
+def cpu_thread_hint(device: torch.device, local_processes: int) -> str | None:
+    """What to do when a CPU run trains on fewer torch threads than its share of the cores, else ``None``.
+    ``accelerate launch`` without a config sets ``OMP_NUM_THREADS=1``; on the 2-core machine a second thread makes the
+    ``mnist`` preset's stage-1 steps 1.5x and its stage-2 iterations 1.65x faster."""
+    if device.type != "cpu":
+        return None
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    share, threads = max(1, cores // max(1, local_processes)), torch.get_num_threads()
+    if threads >= share:
+        return None
+    return (
+        f"training on {threads} torch thread(s) of the {share} CPU cores this process could use (`accelerate launch` "
+        "without a config sets OMP_NUM_THREADS=1): run `accelerate config default` once, or launch with --cpu or "
+        f"--num_cpu_threads_per_process {share}, to use them (on 2 cores the mnist preset trains about 1.5x faster)."
+    )
+
+
 def clear_previous_run(output_dir: Path) -> None:
     """``--overwrite_output_dir``: remove what an earlier run wrote (only the names this trainer writes)."""
     for path in output_dir.iterdir():
@@ -270,6 +292,9 @@ def run(config: TrainingConfig) -> Path:
             clear_previous_run(plan.output_dir)
         remove_stale_temporaries(plan.output_dir)
     accelerator.wait_for_everyone()
+    hint = cpu_thread_hint(accelerator.device, int(os.environ.get("LOCAL_WORLD_SIZE", accelerator.num_processes)))
+    if hint is not None:
+        logger.warning(hint, main_process_only=True)
     hparams = {k: v for k, v in plan.card_rows.items() if isinstance(v, (int, float, str, bool))}
     accelerator.init_trackers("vaebm_hub", config=hparams)
     execute(plan, accelerator)
