@@ -199,7 +199,7 @@ def test_the_step_size_rule_on_a_linear_decoder():
     torch.manual_seed(0)
     vae = VAEBMMLPVAE(in_features=3, latent_dim=4, num_layers=0).eval()
     weight = vae.decoder[0].weight[:3]  # the mean rows of the linear decoder
-    expected_gain = float(weight.norm() / 3**0.5)
+    expected_gain = float(weight.detach().norm() / 3**0.5)
     assert abs(decoder_gain(vae, pixel_noise=False, num_samples=4096) - expected_gain) < 0.05 * expected_gain
     data = 0.5 * torch.randn(10000, 3, generator=torch.Generator().manual_seed(1))
     eta = suggest_step_size(vae, data, pixel_noise=False, fraction=0.02)
@@ -287,6 +287,14 @@ def test_bernoulli_negative_fraction_refuses_a_continuous_decoder():
         _digits_ebm_stage(VAEBMVAE(), bernoulli_negative_fraction=0.5)
 
 
+# One VAE step, then stage 2 at toy size, a checkpoint after every step (checkpoint-1 is stage 1's).
+TINY_TWO_STAGE_RUN = [
+    "--dataset_name", "digits", "--train_batch_size", "8", "--ebm_n_channel", "4", "--langevin_steps", "2",
+    "--sample_langevin_steps", "2", "--num_sample_images", "4", "--data_init_batches", "1", "--report_to", "none",
+    "--stage", "all", "--vae_max_train_steps", "1", "--checkpointing_steps", "1",
+]  # fmt: skip
+
+
 def test_the_saved_energy_network_is_the_ema_of_the_trained_iterates(tmp_path):
     """``--ebm_ema_decay d``: the pipeline holds diffusers' EMA of the weights after each step (decay 0, then
     min(d, (1 + t) / (10 + t))), while training itself (the checkpoints' weights) is the run without an EMA."""
@@ -294,17 +302,14 @@ def test_the_saved_energy_network_is_the_ema_of_the_trained_iterates(tmp_path):
 
     from vaebm_hub.training import main
 
-    tiny = ["--dataset_name", "digits", "--train_batch_size", "8", "--ebm_n_channel", "4", "--langevin_steps", "2",
-            "--sample_langevin_steps", "2", "--num_sample_images", "4", "--data_init_batches", "1",
-            "--report_to", "none", "--stage", "all", "--vae_max_train_steps", "1", "--ebm_max_train_steps", "3",
-            "--checkpointing_steps", "1"]  # fmt: skip
+    tiny = [*TINY_TWO_STAGE_RUN, "--ebm_max_train_steps", "3"]
     main([*tiny, "--ebm_ema_decay", "0.2", "--output_dir", str(tmp_path / "ema")])
     main([*tiny, "--output_dir", str(tmp_path / "last")])
     iterates = [load_file(tmp_path / "ema" / f"checkpoint-{n}" / "model.safetensors") for n in (2, 3, 4)]
     for n, iterate in zip((2, 3, 4), iterates):
-        assert_weights = load_file(tmp_path / "last" / f"checkpoint-{n}" / "model.safetensors")
+        without_ema = load_file(tmp_path / "last" / f"checkpoint-{n}" / "model.safetensors")
         for name in iterate:
-            assert torch.equal(iterate[name], assert_weights[name]), name  # the EMA leaves training alone
+            assert torch.equal(iterate[name], without_ema[name]), name  # the EMA leaves training alone
     last = VAEBMEnergyModel.from_pretrained(tmp_path / "last" / "ebm").state_dict()
     ema = VAEBMEnergyModel.from_pretrained(tmp_path / "ema" / "ebm").state_dict()
     parameters = dict(VAEBMEnergyModel.from_pretrained(tmp_path / "ema" / "ebm").named_parameters())
@@ -320,10 +325,7 @@ def test_the_saved_energy_network_is_the_ema_of_the_trained_iterates(tmp_path):
 def test_resuming_a_stage_2_without_an_ema_with_the_ema_flag_names_the_flag(tmp_path):
     from vaebm_hub.training import main
 
-    tiny = ["--dataset_name", "digits", "--train_batch_size", "8", "--ebm_n_channel", "4", "--langevin_steps", "2",
-            "--sample_langevin_steps", "2", "--num_sample_images", "4", "--data_init_batches", "1",
-            "--report_to", "none", "--stage", "all", "--vae_max_train_steps", "1", "--ebm_max_train_steps", "2",
-            "--checkpointing_steps", "1", "--output_dir", str(tmp_path)]  # fmt: skip
+    tiny = [*TINY_TWO_STAGE_RUN, "--ebm_max_train_steps", "2", "--output_dir", str(tmp_path)]
     main(tiny)
     with pytest.raises(ValueError, match="written without --ebm_ema_decay"):  # not a raw error from EMAModel
         main([*tiny, "--resume_from_checkpoint", "checkpoint-2", "--ebm_ema_decay", "0.5"])

@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 import numpy as np
+import psutil
 import pytest
 import torch
 from conftest import make_tiny_pipeline
@@ -415,7 +416,8 @@ def test_a_builtin_dataset_name_resolves_to_its_own_preset_not_an_nvae_alias():
 
 def test_a_cpu_run_on_fewer_threads_than_its_cores_is_told_how_to_use_them(monkeypatch):
     previous = torch.get_num_threads()
-    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(8)), raising=False)  # 8 logical CPUs
+    monkeypatch.setattr(psutil, "cpu_count", lambda logical=True: 8 if logical else 4)  # on 4 physical cores
     try:
         torch.set_num_threads(1)  # what `accelerate launch` without a config gives every process
         hint = cpu_thread_hint(torch.device("cpu"), local_processes=1)
