@@ -311,8 +311,8 @@ def test_the_saved_energy_network_is_the_ema_of_the_trained_iterates(tmp_path):
         for name in iterate:
             assert torch.equal(iterate[name], without_ema[name]), name  # the EMA leaves training alone
     last = VAEBMEnergyModel.from_pretrained(tmp_path / "last" / "ebm").state_dict()
-    ema = VAEBMEnergyModel.from_pretrained(tmp_path / "ema" / "ebm").state_dict()
-    parameters = dict(VAEBMEnergyModel.from_pretrained(tmp_path / "ema" / "ebm").named_parameters())
+    ema_model = VAEBMEnergyModel.from_pretrained(tmp_path / "ema" / "ebm")
+    ema, parameters = ema_model.state_dict(), [name for name, _ in ema_model.named_parameters()]
     for name in parameters:
         expected = iterates[0][name]
         for decay, iterate in zip((2 / 11, 0.2), iterates[1:]):  # (1 + 1) / 11 < 0.2, then capped at 0.2

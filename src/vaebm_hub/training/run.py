@@ -47,6 +47,8 @@ from .hub_upload import push_trained_pipeline, write_model_card
 from .loop import LoopOptions, StageRunner
 from .vae_stage import VAEStage
 
+logger = get_logger(__name__)
+
 PIPELINE_FILES = ("model_index.json", "vae", "ebm", "scheduler", "README.md", "pipeline_vaebm.py")
 RUN_FOLDERS = ("samples", "logs")
 # Flags that describe the run on the model card beside the resolved settings; secrets and paths stay off it.
@@ -197,9 +199,6 @@ def make_accelerator(
             "--num_processes N ... (gloo backend), or use --cpu with --num_processes 1."
         )
     return accelerator
-
-
-logger = get_logger(__name__)
 
 
 def available_cores() -> int:
