@@ -16,7 +16,7 @@ from huggingface_hub import metadata_load
 from huggingface_hub.utils import filter_repo_objects
 from PIL import Image
 
-from vaebm_hub import VAEBMVAE
+from vaebm_hub import VAEBMVAE, VAEBMEnergyModel
 from vaebm_hub.data import build_train_dataset
 from vaebm_hub.presets import get_preset
 from vaebm_hub.training import (
@@ -430,3 +430,27 @@ def test_a_cpu_run_on_fewer_threads_than_its_cores_is_told_how_to_use_them(monke
         assert cpu_thread_hint(torch.device("cpu"), local_processes=1) is None
     finally:
         torch.set_num_threads(previous)
+
+
+def test_the_saved_sampler_takes_mala_from_the_sampling_preset_else_from_the_training_chains():
+    from vaebm_hub.training.components import make_pipeline
+
+    def resolved(dataset, *flags):
+        shape = (1, 32, 32) if dataset == "mnist" else (1, 8, 8)
+        preset = resolve_preset(parse_args(["--dataset_name", dataset, *flags]), shape)
+        vae = VAEBMVAE(**{**preset.vae, "in_channels": 1, "sample_size": shape[-1]})
+        ebm = VAEBMEnergyModel(in_channels=1, sample_size=shape[-1], layout=preset.ebm_training.layout)
+        pipe = make_pipeline(vae, ebm, preset.ebm_training, preset.sampling)
+        assert preset.sampling.metropolis == pipe.scheduler.config.metropolis  # resolved: the model card shows it
+        return preset.ebm_training.metropolis, pipe.scheduler.config.metropolis
+
+    assert resolved("digits") == (False, False)  # VAEBM: plain Langevin everywhere
+    assert resolved("digits", "--langevin_metropolis") == (True, True)  # the training chains' setting, as before
+    assert resolved("digits", "--sample_metropolis") == (False, True)  # the saved sampler alone
+    assert resolved("digits", "--langevin_metropolis", "--no-sample_metropolis") == (True, False)
+    assert resolved("mnist") == (False, True)  # the preset trains with Langevin and samples with MALA
+    assert resolved("mnist", "--no-langevin_metropolis") == (False, False)  # the flag covers both, as its step does
+    # x-space chains clip images, which MALA cannot: the preset's MALA sampler is dropped, and asking for it fails
+    assert resolved("mnist", "--sampling_space", "x") == (False, False)
+    with pytest.raises(ValueError, match="MALA .* cannot run x-space chains"):
+        resolved("digits", "--sampling_space", "x", "--sample_metropolis")

@@ -23,6 +23,7 @@ ROW_KEYS = ("langevin_steps", "fd_clf", "fd_floor", "fd_minus_floor", "fd_rand",
             "fd_rand_minus_floor", "precision", "recall", "kernel_distance", "confident_fraction",
             "sampling_seconds")  # fmt: skip
 NUM_SAMPLES = {"digits": 359, "mnist": 500}  # MNIST: K up to 100 on 500 samples is ~6 min on one thread
+CHAIN_LENGTHS = (0, 10, 30, 100)
 
 
 def gap_closed(rows: list[dict], key: str = "fd_minus_floor") -> tuple[float, int]:
@@ -49,19 +50,36 @@ def verdict(rows: list[dict]) -> dict:
     return {"vae_confident_fraction": confident, "spaces": spaces, "met": bool(met)}
 
 
+def scored_rows(evaluation: dict) -> tuple[list[dict], dict]:
+    """The rows this claim keeps of an :func:`~vaebm_hub.evaluation.evaluate_pipeline` result, and their
+    :func:`verdict`."""
+    rows = [{key: row[key] for key in ROW_KEYS} for row in evaluation["rows"]]
+    return rows, verdict(rows)
+
+
+def verdict_summary(check: dict, longest: int, bold: bool = False) -> str:
+    """:func:`verdict` in words: each space's gap closed, its best K, and whether the longest chain (K =
+    ``longest``) is no worse than the VAE."""
+    mark = "**" if bold else ""
+    return "; ".join(
+        f"{name}: gap closed {mark}{s['gap_closed']:.2f}{mark} (best K = {s['best_langevin_steps']}), K = {longest} "
+        f"{'no worse' if s['longest_no_worse'] else 'worse'} than the VAE"
+        for name, s in check["spaces"].items()
+    )
+
+
 def training_runs(ctx: Context) -> tuple[str, ...]:
     """The training runs (:data:`.runs.RUNS`) this claim reads."""
     return ctx.size(full=("digits", "mnist"), fast=("digits",))
 
 
 def run(ctx: Context) -> dict:
-    chain_lengths = ctx.size(full=(0, 10, 30, 100), fast=(0, 2))
+    chain_lengths = ctx.size(full=CHAIN_LENGTHS, fast=(0, 2))
     results = {}
     for dataset in training_runs(ctx):
         num_samples = ctx.size(full=NUM_SAMPLES[dataset], fast=40)
         evaluation = ctx.evaluation(dataset, dataset, num_samples, chain_lengths)
-        rows = [{key: row[key] for key in ROW_KEYS} for row in evaluation["rows"]]
-        check = verdict(rows)
+        rows, check = scored_rows(evaluation)
         results[dataset] = {
             "num_samples": num_samples,
             "classifier_test_accuracy": evaluation["meta"]["classifier_test_accuracy"],

@@ -8,7 +8,7 @@ from pathlib import Path
 from ..models import VAEBMVAE, VAEBMEnergyModel, zero_energy_
 from ..models.modeling_ebm import EBM_LAYOUTS
 from ..pipelines import VAEBMPipeline
-from ..presets import NVAE_DATASET_TO_PRESET, ebm_layout_for_size, get_preset
+from ..presets import NVAE_DATASET_TO_PRESET, ebm_layout_for_size, get_preset, scheduler_settings
 from ..schedulers import LangevinScheduler
 from .ebm import load_official_ebm
 from .loading import load_official_checkpoint
@@ -39,19 +39,14 @@ def build_pipeline(
     potential: str | None = None,
 ) -> VAEBMPipeline:
     """A pipeline around ``vae`` and ``ebm`` (a zero-energy EBM if ``None``), with the Langevin settings of the
-    paper's ``dataset`` preset (test-time chain length and step size) when given.
+    ``dataset`` preset (test-time chain length, step size, noise scale and MALA setting) when given.
 
     ``potential`` defaults to ``"official"`` with an imported EBM (it was trained against that potential) and to
     ``"exact"`` otherwise (with ``E = 0`` the exact potential samples the VAE exactly).
     """
     preset = get_preset(dataset) if dataset else None
-    scheduler = (
-        LangevinScheduler(
-            default_num_inference_steps=preset.sampling.num_inference_steps, step_size=preset.sampling.step_size
-        )
-        if preset
-        else LangevinScheduler()
-    )
+    settings = scheduler_settings(preset.ebm_training, preset.sampling) if preset else {}
+    scheduler = LangevinScheduler(**settings)
     if potential is None:
         potential = "exact" if ebm is None else "official"
     if ebm is None:

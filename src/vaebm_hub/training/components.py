@@ -14,7 +14,7 @@ from torch.utils.data import Dataset
 from ..data import build_train_dataset, validate_against
 from ..models import VAEBMMLPVAE, VAEBMVAE, VAEBMEnergyMLP, VAEBMEnergyModel
 from ..pipelines import VAEBMPipeline
-from ..presets import MLP_LAYOUT, EBMTraining, Preset, Sampling
+from ..presets import MLP_LAYOUT, EBMTraining, Preset, Sampling, scheduler_settings
 from ..schedulers import LangevinScheduler
 
 VAE_CLASSES = {"VAEBMVAE": VAEBMVAE, "VAEBMMLPVAE": VAEBMMLPVAE}
@@ -124,14 +124,9 @@ def new_ebm(settings: EBMTraining, sample_shape: tuple[int, ...], seed: int) -> 
 
 
 def make_pipeline(vae: nn.Module, ebm: nn.Module, settings: EBMTraining, sampling: Sampling) -> VAEBMPipeline:
-    """The pipeline a run saves: its scheduler samples with the preset's test-time chain length and step size, and
-    the stage-2 chains' noise scale, MALA setting, potential and pixel-noise choice."""
-    scheduler = LangevinScheduler(
-        default_num_inference_steps=sampling.num_inference_steps,
-        step_size=sampling.step_size,
-        noise_scale=settings.langevin_noise_scale,
-        metropolis=settings.metropolis,
-    )
+    """The pipeline a run saves: its scheduler samples with the preset's test-time chain length, step size and MALA
+    setting (by default the stage-2 chains'), and the stage-2 chains' noise scale, potential and pixel-noise choice."""
+    scheduler = LangevinScheduler(**scheduler_settings(settings, sampling))
     pipe = VAEBMPipeline(
         vae=vae, ebm=ebm, scheduler=scheduler, potential=settings.potential, pixel_noise=settings.pixel_noise
     )

@@ -104,6 +104,7 @@ class TrainingConfig:
     langevin_pixel_noise: bool | None = None
     sample_langevin_steps: int | None = None
     sample_step_size: float | None = None
+    sample_metropolis: bool | None = None
     potential: str | None = None
     sampling_space: str | None = None
     use_buffer: bool | None = None
@@ -310,6 +311,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--sample_langevin_steps", type=int, help="Default chain length of the saved pipeline.")
     g.add_argument(
         "--sample_step_size", type=step_size_value, help="Step size of the saved pipeline's scheduler, or 'auto'."
+    )
+    g.add_argument(
+        "--sample_metropolis",
+        action=argparse.BooleanOptionalAction,
+        help="MALA in the saved pipeline's sampler alone (default: --langevin_metropolis if given, else the preset).",
     )
     g.add_argument(
         "--potential",
@@ -592,6 +598,9 @@ def resolve_preset(
             data_init_batches=c.data_init_batches,
         ),  # fmt: skip
         sampling=dict(
-            num_inference_steps=c.sample_langevin_steps, step_size=_first(c.sample_step_size, c.langevin_step_size)
+            num_inference_steps=c.sample_langevin_steps,
+            step_size=_first(c.sample_step_size, c.langevin_step_size),
+            # x-space chains clip images, which MALA cannot: a preset's MALA sampler is dropped for them
+            metropolis=_first(c.sample_metropolis, c.langevin_metropolis, False if sampling_space == "x" else None),
         ),
     )
