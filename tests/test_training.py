@@ -163,8 +163,10 @@ def test_killed_and_resumed_run_ends_with_the_same_weights(tmp_path):
     assert not list(resumed.glob(".tmp-*"))
 
 
-@pytest.mark.xfail(strict=True, reason="known: a stage 2 resumed on a two-scale VAE ends ~4e-9 from the straight run")
-def test_stage_two_resumed_on_a_two_scale_vae_ends_with_the_same_weights(tmp_path):
+def test_stage_two_resumed_on_a_two_scale_vae_ends_within_float_rounding_of_the_straight_run(tmp_path):
+    """On a two-scale VAE the resumed stage 2 ends bitwise equal on some CPUs and ~4e-9 away on others (it was a strict
+    xfail until a CPU on which it is exact made it pass): equal up to float32 rounding, far below what a wrongly
+    restored optimiser, buffer or random state moves (the weights change by ~1e-4 per step)."""
     args = [*TINY, "--stage", "all", "--vae_max_train_steps", "3", "--ebm_max_train_steps", "4",
             "--checkpointing_steps", "1", "--checkpoints_total_limit", "2"]  # fmt: skip
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
@@ -172,7 +174,10 @@ def test_stage_two_resumed_on_a_two_scale_vae_ends_with_the_same_weights(tmp_pat
     cmd = [sys.executable, TRAIN_SCRIPT, *args, "--output_dir", str(resumed), "--resume_from_checkpoint", "latest"]
     kill_during_checkpoint_write(cmd, resumed, "checkpoint-6")
     run(cmd)
-    assert_same_weights(weights(resumed / "ebm"), weights(straight / "ebm"))
+    a, b = weights(resumed / "ebm"), weights(straight / "ebm")
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=1e-7, msg=key)
 
 
 def test_divergence_guard_rolls_back_then_gives_up_without_saving_nan(tmp_path, capsys):
