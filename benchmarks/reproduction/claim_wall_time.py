@@ -30,7 +30,7 @@ DIRECT_RESULT = "default_command.json"  # written by benchmarks/default_command.
 
 
 def preset_record() -> dict:
-    """The resolved ``mnist`` preset as JSON sees it (tuples become lists): what a direct result must match."""
+    """The ``mnist`` preset as JSON sees it (tuples become lists): what a direct result must match."""
     return json.loads(json.dumps(get_preset(DATASET).to_dict()))
 
 

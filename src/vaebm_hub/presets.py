@@ -255,8 +255,8 @@ _OURS = [
         _MNIST_VAE,
         _MNIST_STAGE_2,
         # K = 30: the best K in FD_clf; at 3e-4 (the training step until 2026-12-04) chains barely moved the samples
-        # (docs/results.md, "Sampling step on MNIST"). Sampled with MALA (trained without): on five energy networks
-        # FD_clf at the best K falls by 5-14 points in every one, FD_rand is better in four of the five, and the
+        # (docs/results.md, "Sampling step on MNIST"). Sampled with MALA (trained without): on six energy networks
+        # FD_clf at the best K falls by 5-14 points in every one, FD_rand is better in five of the six, and the
         # chains drift less towards 1s and 7s (docs/results.md, "MNIST: MALA at sampling time").
         dataclasses.replace(_MNIST_SAMPLING, metropolis=True),
         resolution=32,
