@@ -155,11 +155,11 @@ def main(argv: list[str] | None = None) -> int:
         "train_args", nargs="*", help="Extra trainer flags after `--` (tests only: claim 6 counts the bare command)."
     )
     args = parser.parse_args(argv)
-    output_dir = Path(args.output_dir)
+    output_dir, cores = Path(args.output_dir), available_cores()
     clear_output_dir(output_dir)
     result = {
-        "machine": f"{platform.machine()}, {available_cores()} physical cores",
-        "cores": available_cores(),
+        "machine": f"{platform.machine()}, {cores} physical cores",
+        "cores": cores,
         "device": "cuda" if torch.cuda.is_available() else "cpu",  # what `accelerate config default` picks
         "torch": torch.__version__,
         "preset": preset_record(),

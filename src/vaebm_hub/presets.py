@@ -108,14 +108,19 @@ class Sampling:
     metropolis: bool | None = None
 
 
+def sampler_metropolis(ebm_training: EBMTraining, sampling: Sampling) -> bool:
+    """Whether the saved sampler uses MALA: ``sampling.metropolis``, else (None) the stage-2 chains' setting."""
+    return ebm_training.metropolis if sampling.metropolis is None else sampling.metropolis
+
+
 def scheduler_settings(ebm_training: EBMTraining, sampling: Sampling) -> dict:
     """``LangevinScheduler`` keyword arguments of a pipeline sampled as ``sampling`` says, with the stage-2 chains'
-    noise scale (and their MALA setting where ``sampling.metropolis`` is None)."""
+    noise scale (and :func:`sampler_metropolis`)."""
     return dict(
         default_num_inference_steps=sampling.num_inference_steps,
         step_size=sampling.step_size,
         noise_scale=ebm_training.langevin_noise_scale,
-        metropolis=ebm_training.metropolis if sampling.metropolis is None else sampling.metropolis,
+        metropolis=sampler_metropolis(ebm_training, sampling),
     )
 
 
@@ -361,8 +366,7 @@ def resolve(
     if stage1.lr_warmup_steps is None:
         stage1 = dataclasses.replace(stage1, lr_warmup_steps=stage1.max_train_steps // 20)
     stage2, test_time = merged(preset.ebm_training, ebm_training), merged(preset.sampling, sampling)
-    if test_time.metropolis is None:
-        test_time = dataclasses.replace(test_time, metropolis=stage2.metropolis)
+    test_time = dataclasses.replace(test_time, metropolis=sampler_metropolis(stage2, test_time))
     resolved = dataclasses.replace(
         preset,
         vae={**preset.vae, **(vae or {})},
