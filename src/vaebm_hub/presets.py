@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
+from typing import NamedTuple
 
 VAE_CLASSES = ("VAEBMVAE", "VAEBMMLPVAE")
 EBM_LAYOUTS_IMAGE = ("cifar32", "celeba64", "lsun64", "celeba256", "mnist", "digits8", "custom")
@@ -378,34 +379,54 @@ def resolve(
     return resolved
 
 
-# (section, field) -> (flag, lowest, highest, lowest allowed?) for the numeric settings checked before training.
+class Bounds(NamedTuple):
+    """The range a numeric setting must lie in, and the flag that sets it."""
+
+    flag: str
+    low: float
+    high: float | None = None
+    low_inclusive: bool = True
+    high_inclusive: bool = True
+
+    def admits(self, value: float) -> bool:
+        above = value >= self.low if self.low_inclusive else value > self.low
+        below = self.high is None or (value <= self.high if self.high_inclusive else value < self.high)
+        return above and below
+
+    def describe(self) -> str:
+        text = f"{'>=' if self.low_inclusive else '>'} {self.low}"
+        return text + ("" if self.high is None else f" and {'<=' if self.high_inclusive else '<'} {self.high}")
+
+
+# (section, field) -> its bounds, for the numeric settings checked before training. Adam's and Adamax's betas must be
+# below 1 (torch refuses 1 when it builds the optimizer, which for stage 2 comes after stage 1 has trained).
 NUMERIC_RANGES = {
-    **{(section, "max_train_steps"): ("--max_train_steps", 1, None, True) for section in ("vae", "ebm")},
-    **{(section, "batch_size"): ("--train_batch_size", 1, None, True) for section in ("vae", "ebm")},
-    **{(section, "learning_rate"): ("--learning_rate", 0, None, False) for section in ("vae", "ebm")},
-    **{(section, "weight_decay"): ("--adam_weight_decay", 0, None, True) for section in ("vae", "ebm")},
-    **{(section, "adam_beta1"): ("--adam_beta1", 0, 1, True) for section in ("vae", "ebm")},
-    **{(section, "adam_beta2"): ("--adam_beta2", 0, 1, True) for section in ("vae", "ebm")},
-    **{(section, "adam_eps"): ("--adam_epsilon", 0, None, False) for section in ("vae", "ebm")},
-    **{(section, "lr_warmup_steps"): ("--lr_warmup_steps", 0, None, True) for section in ("vae", "ebm")},
-    **{(section, "spectral_reg_coeff"): ("--spectral_reg_coeff", 0, None, True) for section in ("vae", "ebm")},
-    ("vae", "kl_warmup_fraction"): ("--kl_warmup_fraction", 0, 1, True),
-    ("vae", "kl_const_coeff"): ("--kl_const_coeff", 0, 1, True),
-    ("vae", "readjust_bn_batches"): ("--readjust_bn_batches", 0, None, True),
-    ("vae", "ema_max_decay"): ("--ema_max_decay", 0, 1, True),
-    ("vae", "ema_inv_gamma"): ("--ema_inv_gamma", 0, None, False),
-    ("vae", "ema_power"): ("--ema_power", 0, None, False),
-    ("ebm", "n_channel"): ("--ebm_n_channel", 1, None, True),
-    ("ebm", "energy_l2_coeff"): ("--energy_l2_coeff", 0, None, True),
-    ("ebm", "bernoulli_negative_fraction"): ("--bernoulli_negative_fraction", 0, 1, True),
-    ("ebm", "ema_decay"): ("--ebm_ema_decay", 0, 1, True),
-    ("ebm", "langevin_steps"): ("--langevin_steps", 1, None, True),
-    ("ebm", "langevin_noise_scale"): ("--langevin_noise_scale", 0, None, True),
-    ("ebm", "buffer_size"): ("--buffer_size", 1, None, True),
-    ("ebm", "max_replay_prob"): ("--max_replay_prob", 0, 1, True),
-    ("ebm", "replay_anneal_steps"): ("--replay_anneal_steps", 0, None, True),
-    ("ebm", "data_init_batches"): ("--data_init_batches", 1, None, True),
-    ("sampling", "num_inference_steps"): ("--sample_langevin_steps", 0, None, True),
+    **{(section, "max_train_steps"): Bounds("--max_train_steps", 1) for section in ("vae", "ebm")},
+    **{(section, "batch_size"): Bounds("--train_batch_size", 1) for section in ("vae", "ebm")},
+    **{(section, "learning_rate"): Bounds("--learning_rate", 0, low_inclusive=False) for section in ("vae", "ebm")},
+    **{(section, "weight_decay"): Bounds("--adam_weight_decay", 0) for section in ("vae", "ebm")},
+    **{(section, "adam_beta1"): Bounds("--adam_beta1", 0, 1, high_inclusive=False) for section in ("vae", "ebm")},
+    **{(section, "adam_beta2"): Bounds("--adam_beta2", 0, 1, high_inclusive=False) for section in ("vae", "ebm")},
+    **{(section, "adam_eps"): Bounds("--adam_epsilon", 0, low_inclusive=False) for section in ("vae", "ebm")},
+    **{(section, "lr_warmup_steps"): Bounds("--lr_warmup_steps", 0) for section in ("vae", "ebm")},
+    **{(section, "spectral_reg_coeff"): Bounds("--spectral_reg_coeff", 0) for section in ("vae", "ebm")},
+    ("vae", "kl_warmup_fraction"): Bounds("--kl_warmup_fraction", 0, 1),
+    ("vae", "kl_const_coeff"): Bounds("--kl_const_coeff", 0, 1),
+    ("vae", "readjust_bn_batches"): Bounds("--readjust_bn_batches", 0),
+    ("vae", "ema_max_decay"): Bounds("--ema_max_decay", 0, 1),
+    ("vae", "ema_inv_gamma"): Bounds("--ema_inv_gamma", 0, low_inclusive=False),
+    ("vae", "ema_power"): Bounds("--ema_power", 0, low_inclusive=False),
+    ("ebm", "n_channel"): Bounds("--ebm_n_channel", 1),
+    ("ebm", "energy_l2_coeff"): Bounds("--energy_l2_coeff", 0),
+    ("ebm", "bernoulli_negative_fraction"): Bounds("--bernoulli_negative_fraction", 0, 1),
+    ("ebm", "ema_decay"): Bounds("--ebm_ema_decay", 0, 1, high_inclusive=False),  # 1: an average that never moves
+    ("ebm", "langevin_steps"): Bounds("--langevin_steps", 1),
+    ("ebm", "langevin_noise_scale"): Bounds("--langevin_noise_scale", 0),
+    ("ebm", "buffer_size"): Bounds("--buffer_size", 1),
+    ("ebm", "max_replay_prob"): Bounds("--max_replay_prob", 0, 1),
+    ("ebm", "replay_anneal_steps"): Bounds("--replay_anneal_steps", 0),
+    ("ebm", "data_init_batches"): Bounds("--data_init_batches", 1),
+    ("sampling", "num_inference_steps"): Bounds("--sample_langevin_steps", 0),
 }
 STAGE_LR_FLAGS = {
     ("vae", "learning_rate"): "--vae_learning_rate / --learning_rate",
@@ -434,15 +455,12 @@ def check_preset(preset: Preset) -> None:
     """Settings that cannot train, each a ``ValueError`` naming the flag and the allowed range — all checked before
     stage 1 starts (NaN, Inf, zero learning rates, empty buffers, ...)."""
     sections = {"vae": preset.vae_training, "ebm": preset.ebm_training, "sampling": preset.sampling}
-    for (section, name), (flag, low, high, low_ok) in NUMERIC_RANGES.items():
+    for (section, name), bounds in NUMERIC_RANGES.items():
         value = getattr(sections[section], name)
-        flag = STAGE_LR_FLAGS.get((section, name), flag)
-        above = value >= low if low_ok else value > low
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or not above:
-            bound = f"{'>=' if low_ok else '>'} {low}" + (f" and <= {high}" if high is not None else "")
-            raise ValueError(f"{flag} ({section} {name}) must be a finite number {bound}, got {value!r}.")
-        if high is not None and value > high:
-            raise ValueError(f"{flag} ({section} {name}) must be <= {high}, got {value!r}.")
+        flag = STAGE_LR_FLAGS.get((section, name), bounds.flag)
+        number = not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
+        if not (number and bounds.admits(value)):
+            raise ValueError(f"{flag} ({section} {name}) must be a finite number {bounds.describe()}, got {value!r}.")
     check_vae_architecture(preset.vae)
     s2 = preset.ebm_training
     for name, value in (
@@ -451,8 +469,6 @@ def check_preset(preset: Preset) -> None:
     ):
         if value != AUTO and not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
             raise ValueError(f"--{name} must be a finite number > 0 or 'auto', got {value!r}.")
-    if s2.ema_decay == 1:
-        raise ValueError("--ebm_ema_decay must be < 1 (an average that never moves); 0 turns the EMA off.")
     if s2.sampling_space not in ("eps", "x"):
         raise ValueError(f"sampling_space must be 'eps' or 'x', got {s2.sampling_space!r}.")
     if s2.potential not in ("exact", "official"):
