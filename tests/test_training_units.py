@@ -4,6 +4,7 @@ divergence guard, atomic checkpoints, the resumable batch stream, settings prece
 from __future__ import annotations
 
 import os
+import statistics
 from pathlib import Path
 
 import numpy as np
@@ -186,6 +187,28 @@ def test_guard_catches_a_steady_blowup_before_the_first_checkpoint():
     assert restored.early == guard.early and "energy_gap" in restored.early
     unwatched = DivergenceGuard(watch=("energy_gap",))  # the energies' level is free: not checked for growth
     assert _first_flagged_step(unwatched, growth) is None
+
+
+def test_guard_catches_a_steady_blowup_after_checkpoints():
+    """With a checkpoint every 50 steps the reference moves up with the run (each stretch grows 1.05^50 = 11x, under
+    the 50x blow-up limit), so only the frozen median of the stage's first steps can catch the growth. The old guard
+    dropped that test at the first checkpoint: a 25-Gaussians run with the trainer's default checkpoints every 500
+    steps grew its loss to -5e5 unflagged, where the same run without intermediate checkpoints was caught."""
+    growth = [5.0 * 1.05**step for step in range(600)]
+    guard, flagged = _gap_guard(), None
+    for step, value in enumerate(growth):
+        if guard.check({"energy_gap": value}) is not None:
+            flagged = step
+            break
+        if (step + 1) % 50 == 0:
+            assert guard.at_checkpoint() is None  # every stretch stays within 50x of the last reference
+    limit = 1000 * statistics.median(growth[:50])  # the frozen median of the stage's first 50 steps
+    assert flagged is not None and growth[flagged - 1] <= limit < growth[flagged]  # the first step past it
+    healthy, guard = [5.0 * 100 ** (step / 599) for step in range(600)], _gap_guard()
+    for step, value in enumerate(healthy):
+        assert guard.check({"energy_gap": value}) is None
+        if (step + 1) % 50 == 0:
+            assert guard.at_checkpoint() is None
 
 
 def test_guard_lowers_the_learning_rate_then_gives_up():
