@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from reproduction import CLAIMS, run_claims
 from reproduction.claim_gain import gap_closed
+from reproduction.runner import write_report
 from reproduction.runs import FLAGS_FILE, RUNS, SECONDS_FILE, training_tasks
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
@@ -96,6 +97,11 @@ def test_report_and_cache_are_written_and_a_rerun_reuses_the_trained_pipelines(f
     meta = json.loads((root / "results" / "reproduce_meta.json").read_text())
     record = meta["train_seconds"]["gaussians25"]
     assert record["from_cache"] and record["seconds"] > 0 and results[5]["claim"] == 5
+    # the report's header is the last command's; the claims it did not rerun name the command that produced them
+    again = write_report(root / "results", root / "docs" / "again.md").read_text()
+    first = "python benchmarks/reproduce.py --fast"
+    assert results[5]["command"] == "make reproduce" and again.index("```bash\nmake reproduce\n```") > 0
+    assert f"(claims 1, 2, 3, 4, 6: `{first}" in again and f"claims 1, 2, 3, 4, 6: `{first}" not in report
 
 
 def test_every_run_is_trained_once_in_the_worker_processes_then_loaded_from_the_cache(fast_run):

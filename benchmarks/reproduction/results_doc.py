@@ -7,6 +7,8 @@ from pathlib import Path
 
 from .claim_gain import verdict_summary
 
+DEFAULT_COMMAND = "make reproduce"
+
 
 def _f(value, spec: str = ".2f") -> str:
     return "n/a" if value is None else format(value, spec)
@@ -181,16 +183,30 @@ EXPERIMENT_LOG = Path(__file__).with_name("experiment_log.md")
 SECTIONS = {1: _gain, 2: _sampling_space, 3: _modes, 4: _ood, 5: _toy, 6: _wall_time}
 
 
+def _earlier_commands(results: dict[int, dict], command: str) -> list[str]:
+    """A paragraph naming the commands behind the claims that ``command`` (the last run's) did not produce."""
+    by_command: dict[str, list[int]] = {}
+    for claim, r in sorted(results.items()):
+        if r.get("command") != command:
+            by_command.setdefault(r.get("command") or "an earlier command (not recorded)", []).append(claim)
+    if not by_command:
+        return []
+    sources = "; ".join(
+        f"claim{'s' if len(c) > 1 else ''} {', '.join(map(str, c))}: `{cmd}`" for cmd, c in by_command.items()
+    )
+    return ["", f"The other claims' results are those of earlier commands, kept in their JSON files ({sources})."]
+
+
 def results_markdown(results: dict[int, dict], meta: dict, result_dir: Path, docs_dir: Path) -> str:
     """The report; ``result_dir`` holds the figures, linked relative to ``docs_dir``."""
-    minutes = meta["wall_seconds"] / 60
+    minutes, command = meta["wall_seconds"] / 60, meta["command"] or DEFAULT_COMMAND
     lines = [
         "# Reproduction of VAEBM's claims at CPU scale",
         "",
         "Produced by:",
         "",
         "```bash",
-        meta["command"] or "make reproduce",
+        command,
         "```",
         "",
         f"Wall time of this command: {minutes:.1f} min ({meta['machine']}). Training runs and claim evaluations "
@@ -201,6 +217,7 @@ def results_markdown(results: dict[int, dict], meta: dict, result_dir: Path, doc
         "run uses the package trainer (`vaebm_hub.training.main`) with seed 0; the runs are listed in "
         "`benchmarks/reproduction/runs.py`. The 2-core machine was shared with other jobs, so times are "
         f"upper bounds. From scratch (training + evaluation) the command takes about {_total_minutes(meta):.0f} min.",
+        *_earlier_commands(results, command),
         "",
         "FD_clf is the Fréchet distance in the features of a small classifier trained on the same dataset — **not "
         "FID** (no Inception weights exist offline). It is always shown beside its floor, real vs real images at the "

@@ -13,7 +13,7 @@ import torch
 
 from . import claim_gain, claim_modes, claim_ood, claim_sampling_space, claim_toy, claim_wall_time
 from .context import Context
-from .results_doc import results_markdown
+from .results_doc import DEFAULT_COMMAND, results_markdown
 from .runs import RUNS, recorded_train_seconds, run_folder, train_key, training_tasks, with_bases
 from .schedule import Task, run_tasks
 
@@ -95,8 +95,10 @@ def claim_tasks(claims: Sequence[int], ctx: Context, trained_now: set[str], num_
     ]
 
 
-def _write_result(output_dir: Path, claim: int, result: dict, seconds: float, fast: bool) -> dict:
-    result = _strict_json({**result, "wall_seconds": round(seconds, 1), "fast": fast})
+def _write_result(output_dir: Path, claim: int, result: dict, seconds: float, fast: bool, command: str) -> dict:
+    """``reproduce_<claim>.json``, with the command that produced it (the report names it when a later command of
+    other claims rewrites the report's header)."""
+    result = _strict_json({**result, "wall_seconds": round(seconds, 1), "fast": fast, "command": command})
     (output_dir / f"reproduce_{claim}.json").write_text(json.dumps(result, indent=2) + "\n")
     return result
 
@@ -124,7 +126,7 @@ def run_claims(
     unknown = sorted(set(claims) - set(CLAIMS))
     if unknown:
         raise ValueError(f"unknown claims {unknown}; choose from {sorted(CLAIMS)}")
-    claims = sorted(set(claims))
+    claims, command = sorted(set(claims)), command or DEFAULT_COMMAND
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     ctx = Context(fast=fast, cache_dir=Path(cache_dir), output_dir=output_dir, seed=seed)
@@ -140,14 +142,14 @@ def run_claims(
             return
         for claim, (result, seconds) in outcome["claims"].items():
             if outcome["part"] is None:
-                results[claim] = _write_result(output_dir, claim, result, seconds, fast)
+                results[claim] = _write_result(output_dir, claim, result, seconds, fast, command)
                 continue
             parts.setdefault(claim, {})[outcome["part"]] = (result, seconds)
             if set(parts[claim]) == set(_claim_parts(ctx, claim)):  # the last part: the claim is complete
                 part_results = {part: r for part, (r, _) in parts[claim].items()}
                 claim_result = CLAIMS[claim].run(ctx, part_results=part_results)
                 seconds = sum(s for _, s in parts[claim].values())
-                results[claim] = _write_result(output_dir, claim, claim_result, seconds, fast)
+                results[claim] = _write_result(output_dir, claim, claim_result, seconds, fast, command)
 
     tasks = training + claim_tasks(claims, ctx, trained_now, num_threads)
     done = run_tasks(tasks, max_workers, on_finish=collect, desc="reproduce")
