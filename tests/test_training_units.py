@@ -211,6 +211,15 @@ def test_guard_catches_a_steady_blowup_after_checkpoints():
             assert guard.at_checkpoint() is None
 
 
+def test_the_growth_factor_flag_reaches_the_guard_and_must_exceed_one(tmp_path):
+    from vaebm_hub.training.run import plan_run
+
+    config = parse_args(["--dataset_name", "digits", "--output_dir", str(tmp_path), "--divergence_growth_factor", "5"])
+    assert {s: o.divergence_growth_factor for s, o in plan_run(config).loops.items()} == {"vae": 5.0, "ebm": 5.0}
+    with pytest.raises(ValueError, match=r"--divergence_growth_factor must be > 1 \('inf' turns it off\)"):
+        _gap_guard(early_factor=1.0)
+
+
 def test_guard_lowers_the_learning_rate_then_gives_up():
     guard = DivergenceGuard(watch=(), max_retries=2, lr_factor=0.1)
     assert guard.on_divergence("loss is nan", 7, "checkpoint-5") == pytest.approx(0.1)

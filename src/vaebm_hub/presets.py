@@ -285,9 +285,9 @@ _OURS = [
         # Chains on the latent noise alone (the decoder's sigma_x is 8x a mode's width), the step from the decoder's
         # scale (3.3e-4 for this VAE, the value a search found), 10000 iterations: 5000 put 0.33 of the samples
         # within 3 sigma, 10000 0.54; the same run continued to 20000 diverged after 11000. With the energy term
-        # alpha = 0.01, as the other presets: on another machine the run without it diverged at 6462 iterations
-        # (0.40 after the guard's rollback), with it three seeds put 0.61-0.66 within 3 sigma at K = 30 and none
-        # diverged (docs/results.md, "25-Gaussians").
+        # alpha = 0.01, as digits, mnist and stacked_mnist: on another machine the run without it diverged at 6462
+        # iterations (0.40 after the guard's rollback), with it three seeds put 0.61-0.66 within 3 sigma at K = 30
+        # and none diverged (docs/results.md, "25-Gaussians").
         dataclasses.replace(
             _DIGITS_EBM, layout=MLP_LAYOUT, n_channel=128, learning_rate=3e-4, batch_size=256, spectral_reg_coeff=0.0,
             langevin_step_size=AUTO, pixel_noise=False, max_train_steps=10000, energy_l2_coeff=0.01,
@@ -390,6 +390,7 @@ class Bounds(NamedTuple):
     high: float | None = None
     low_inclusive: bool = True
     high_inclusive: bool = True
+    hint: str = ""  # appended to the error message
 
     def admits(self, value: float) -> bool:
         above = value >= self.low if self.low_inclusive else value > self.low
@@ -422,7 +423,7 @@ NUMERIC_RANGES = {
     ("ebm", "n_channel"): Bounds("--ebm_n_channel", 1),
     ("ebm", "energy_l2_coeff"): Bounds("--energy_l2_coeff", 0),
     ("ebm", "bernoulli_negative_fraction"): Bounds("--bernoulli_negative_fraction", 0, 1),
-    ("ebm", "ema_decay"): Bounds("--ebm_ema_decay", 0, 1, high_inclusive=False),  # 1: an average that never moves
+    ("ebm", "ema_decay"): Bounds("--ebm_ema_decay", 0, 1, high_inclusive=False, hint="0 turns the EMA off"),
     ("ebm", "langevin_steps"): Bounds("--langevin_steps", 1),
     ("ebm", "langevin_noise_scale"): Bounds("--langevin_noise_scale", 0),
     ("ebm", "buffer_size"): Bounds("--buffer_size", 1),
@@ -431,9 +432,11 @@ NUMERIC_RANGES = {
     ("ebm", "data_init_batches"): Bounds("--data_init_batches", 1),
     ("sampling", "num_inference_steps"): Bounds("--sample_langevin_steps", 0),
 }
-STAGE_LR_FLAGS = {
-    ("vae", "learning_rate"): "--vae_learning_rate / --learning_rate",
-    ("ebm", "learning_rate"): "--ebm_learning_rate / --learning_rate",
+# Settings with a per-stage flag beside the shared one: the error names both.
+STAGE_FLAGS = {
+    (stage, name): f"--{stage}_{name} / --{name}"
+    for stage in ("vae", "ebm")
+    for name in ("learning_rate", "adam_beta1")
 }
 
 
@@ -460,10 +463,13 @@ def check_preset(preset: Preset) -> None:
     sections = {"vae": preset.vae_training, "ebm": preset.ebm_training, "sampling": preset.sampling}
     for (section, name), bounds in NUMERIC_RANGES.items():
         value = getattr(sections[section], name)
-        flag = STAGE_LR_FLAGS.get((section, name), bounds.flag)
+        flag = STAGE_FLAGS.get((section, name), bounds.flag)
         number = not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
         if not (number and bounds.admits(value)):
-            raise ValueError(f"{flag} ({section} {name}) must be a finite number {bounds.describe()}, got {value!r}.")
+            hint = f" ({bounds.hint})" if bounds.hint else ""
+            raise ValueError(
+                f"{flag} ({section} {name}) must be a finite number {bounds.describe()}, got {value!r}{hint}."
+            )
     check_vae_architecture(preset.vae)
     s2 = preset.ebm_training
     for name, value in (

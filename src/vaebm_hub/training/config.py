@@ -122,6 +122,7 @@ class TrainingConfig:
     divergence_max_retries: int = 3
     divergence_lr_factor: float = 0.5
     divergence_threshold: float = 50.0
+    divergence_growth_factor: float = 1000.0
     # Hub
     push_to_hub: bool = False
     hub_model_id: str | None = None
@@ -376,6 +377,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=d.divergence_threshold,
         help="A watched metric this many times its typical size counts as a blow-up.",
+    )
+    g.add_argument(
+        "--divergence_growth_factor",
+        type=float,
+        default=d.divergence_growth_factor,
+        help="Stage 2: an energy gap this many times its median over the stage's first 50 steps counts as a "
+        "divergence, at any step ('inf' turns this test off).",
     )
 
     g = p.add_argument_group("Hub")

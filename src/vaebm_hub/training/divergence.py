@@ -66,6 +66,8 @@ class DivergenceGuard:
             raise ValueError(f"--divergence_lr_factor must be in (0, 1), got {self.lr_factor}")
         if not self.blowup_factor > 1:
             raise ValueError(f"--divergence_threshold must be > 1, got {self.blowup_factor}")
+        if not self.early_factor > 1:
+            raise ValueError(f"--divergence_growth_factor must be > 1 ('inf' turns it off), got {self.early_factor}")
 
     def check(self, metrics: Mapping[str, float], weights_finite: bool = True) -> str | None:
         """Why this step diverged (a sentence), or ``None`` — in which case the watched values join the history."""

@@ -113,6 +113,7 @@ class LoopOptions:
     divergence_max_retries: int
     divergence_lr_factor: float
     divergence_threshold: float
+    divergence_growth_factor: float
     save_model_steps: int | None = None  # also save the pipeline (``on_save_model``) every N steps
 
 
@@ -146,6 +147,7 @@ class StageRunner:
             max_retries=options.divergence_max_retries,
             lr_factor=options.divergence_lr_factor,
             blowup_factor=options.divergence_threshold,
+            early_factor=options.divergence_growth_factor,
         )
         self.step = 0
         self.start_snapshot = options.output_dir / f"checkpoint-{stage.name}-start"

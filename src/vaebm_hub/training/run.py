@@ -164,7 +164,7 @@ def plan_run(config: TrainingConfig) -> RunPlan:
             save_images_steps=image_steps,
             dataloader_num_workers=config.dataloader_num_workers, random_flip=config.random_flip,
             divergence_max_retries=config.divergence_max_retries, divergence_lr_factor=config.divergence_lr_factor,
-            divergence_threshold=config.divergence_threshold,
+            divergence_threshold=config.divergence_threshold, divergence_growth_factor=config.divergence_growth_factor,
             save_model_steps=config.save_model_epochs and config.save_model_epochs * epoch,
         )  # fmt: skip
     return RunPlan(
