@@ -146,16 +146,17 @@ def markdown(result: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    cores = available_cores()
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--output_dir", default="outputs/default_command", help="The command's --output_dir.")
-    parser.add_argument("--threads", type=int, default=available_cores(), help="Torch threads per process.")
+    parser.add_argument("--threads", type=int, default=cores, help="Torch threads per process.")
     parser.add_argument("--score", action=argparse.BooleanOptionalAction, default=True, help="Score as claim 1.")
     parser.add_argument("--results", default=str(RESULTS), help="Where default_command.{json,md} go.")
     parser.add_argument(
         "train_args", nargs="*", help="Extra trainer flags after `--` (tests only: claim 6 counts the bare command)."
     )
     args = parser.parse_args(argv)
-    output_dir, cores = Path(args.output_dir), available_cores()
+    output_dir = Path(args.output_dir)
     clear_output_dir(output_dir)
     result = {
         "machine": f"{platform.machine()}, {cores} physical cores",

@@ -162,10 +162,14 @@ def _gap_guard(**kwargs) -> DivergenceGuard:
     return DivergenceGuard(watch=("energy_gap",), steady_watch=("energy_gap",), **kwargs)
 
 
-def _first_flagged_step(guard: DivergenceGuard, values) -> int | None:
+def _first_flagged_step(guard: DivergenceGuard, values, checkpoint_every: int | None = None) -> int | None:
+    """The first step the guard flags; with ``checkpoint_every``, a checkpoint (which must pass) after every that
+    many good steps."""
     for step, value in enumerate(values):
         if guard.check({"energy_gap": float(value)}) is not None:
             return step
+        if checkpoint_every and (step + 1) % checkpoint_every == 0:
+            assert guard.at_checkpoint() is None  # every stretch stays within the blow-up limit of the last reference
     return None
 
 
@@ -195,20 +199,11 @@ def test_guard_catches_a_steady_blowup_after_checkpoints():
     dropped that test at the first checkpoint: a 25-Gaussians run with the trainer's default checkpoints every 500
     steps grew its loss to -5e5 unflagged, where the same run without intermediate checkpoints was caught."""
     growth = [5.0 * 1.05**step for step in range(600)]
-    guard, flagged = _gap_guard(), None
-    for step, value in enumerate(growth):
-        if guard.check({"energy_gap": value}) is not None:
-            flagged = step
-            break
-        if (step + 1) % 50 == 0:
-            assert guard.at_checkpoint() is None  # every stretch stays within 50x of the last reference
+    flagged = _first_flagged_step(_gap_guard(), growth, checkpoint_every=50)
     limit = 1000 * statistics.median(growth[:50])  # the frozen median of the stage's first 50 steps
     assert flagged is not None and growth[flagged - 1] <= limit < growth[flagged]  # the first step past it
-    healthy, guard = [5.0 * 100 ** (step / 599) for step in range(600)], _gap_guard()
-    for step, value in enumerate(healthy):
-        assert guard.check({"energy_gap": value}) is None
-        if (step + 1) % 50 == 0:
-            assert guard.at_checkpoint() is None
+    healthy = [5.0 * 100 ** (step / 599) for step in range(600)]
+    assert _first_flagged_step(_gap_guard(), healthy, checkpoint_every=50) is None
 
 
 def test_the_growth_factor_flag_reaches_the_guard_and_must_exceed_one(tmp_path):

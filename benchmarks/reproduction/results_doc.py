@@ -199,7 +199,7 @@ def _earlier_commands(results: dict[int, dict], command: str) -> list[str]:
 
 def results_markdown(results: dict[int, dict], meta: dict, result_dir: Path, docs_dir: Path) -> str:
     """The report; ``result_dir`` holds the figures, linked relative to ``docs_dir``."""
-    minutes, command = meta["wall_seconds"] / 60, meta["command"] or DEFAULT_COMMAND
+    command = meta["command"] or DEFAULT_COMMAND
     lines = [
         "# Reproduction of VAEBM's claims at CPU scale",
         "",
@@ -209,9 +209,9 @@ def results_markdown(results: dict[int, dict], meta: dict, result_dir: Path, doc
         command,
         "```",
         "",
-        f"Wall time of this command: {minutes:.1f} min ({meta['machine']}). Training runs and claim evaluations "
-        f"are tasks in {meta.get('workers', 2)} worker processes, an evaluation starting once the runs it reads are "
-        "trained (training first); training, on one torch thread per run: "
+        f"Wall time of this command: {minutes(meta['wall_seconds'])} ({meta['machine']}). Training runs and claim "
+        f"evaluations are tasks in {meta.get('workers', 2)} worker processes, an evaluation starting once the runs "
+        "it reads are trained (training first); training, on one torch thread per run: "
         + ", ".join(_train_time(k, v) for k, v in meta["train_seconds"].items())
         + " (* = loaded from the cache in `outputs/reproduce/`; the time is that of the run that trained it). Every "
         "run uses the package trainer (`vaebm_hub.training.main`) with seed 0; the runs are listed in "
