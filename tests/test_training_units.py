@@ -226,6 +226,24 @@ def test_guard_lowers_the_learning_rate_then_gives_up():
     assert (restored.retries, restored.lr_scale) == (2, pytest.approx(0.01))
 
 
+def test_the_give_up_message_names_the_stage_flags_and_the_growth_factor_only_for_growth():
+    from vaebm_hub.training.ebm_stage import EBMStage
+    from vaebm_hub.training.vae_stage import VAEStage
+
+    stage_flags = {EBMStage: ("--ebm_learning_rate", "--energy_l2_coeff"), VAEStage: ("--vae_learning_rate",)}
+    for stage, flags in stage_flags.items():
+        guard = DivergenceGuard(watch=(), max_retries=0, fix=stage.divergence_fix)
+        with pytest.raises(TrainingDivergedError) as blowup:
+            guard.on_divergence("loss is nan", 7, "checkpoint-5")
+        message = str(blowup.value)
+        assert all(flag in message for flag in flags) and "--divergence_growth_factor" not in message
+    guard = _gap_guard(max_retries=0)
+    reasons = (guard.check({"energy_gap": 5.0 * 1.05**step}) for step in range(400))  # 5% per step: flagged at 167
+    reason = next(r for r in reasons if r is not None)
+    with pytest.raises(TrainingDivergedError, match=r"raise --divergence_growth_factor \('inf'"):
+        guard.on_divergence(reason, 399, "checkpoint-5")
+
+
 def test_guard_flags_an_energy_network_that_gives_every_input_the_same_energy():
     guard = DivergenceGuard(watch=(), collapse_watch=(("energy_spread", "energy_pos"),))
     assert "collapsed" in guard.check({"energy_spread": 0.0, "energy_pos": -0.4})

@@ -36,6 +36,14 @@ BLOWUP_FLOOR = 1.0
 COLLAPSE_TOLERANCE = 1e-6  # a spread this small relative to the level is float32 rounding: one value for all inputs
 
 
+GENERIC_FIX = "lower the learning rate"
+EARLY_REASON = "its median over the stage's first steps"
+GROWTH_FIX = (
+    "; if this growth is healthy for your run (e.g. one far longer than the presets'), raise "
+    "--divergence_growth_factor ('inf' turns the growth test off)."
+)
+
+
 class TrainingDivergedError(RuntimeError):
     """Training kept diverging after every allowed rollback."""
 
@@ -53,6 +61,7 @@ class DivergenceGuard:
     window: int = 50
     min_history: int = 10
     early_factor: float = 1000.0
+    fix: str = GENERIC_FIX  # what the user can change, named by the stage's flags (the give-up message ends with it)
     retries: int = 0
     lr_scale: float = 1.0
     history: dict[str, list[float]] = field(default_factory=dict)
@@ -89,7 +98,7 @@ class DivergenceGuard:
             else:
                 limits = [(self.blowup_factor, statistics.median(past), "the median of the steps so far")]
             if name in self.early:  # for the whole stage: a reference that moves at each checkpoint follows growth
-                limits.append((self.early_factor, self.early[name], "its median over the stage's first steps"))
+                limits.append((self.early_factor, self.early[name], EARLY_REASON))
             for factor, baseline, what in limits:
                 limit = factor * max(baseline, BLOWUP_FLOOR)
                 if value > limit:
@@ -120,8 +129,8 @@ class DivergenceGuard:
             raise TrainingDivergedError(
                 f"Training diverged at step {step} ({reason}) after {self.retries} rollback(s) with the learning rate "
                 f"lowered to {self.lr_scale:g}x its setting. Giving up; the last good checkpoint is {rollback_to}. "
-                "Fix: lower --learning_rate (or --langevin_step_size), raise --spectral_reg_coeff, or allow more "
-                "rollbacks with --divergence_max_retries."
+                f"Fix: {self.fix}, or allow more rollbacks with --divergence_max_retries"
+                + (GROWTH_FIX if EARLY_REASON in reason else ".")
             )
         self.retries += 1
         self.lr_scale *= self.lr_factor

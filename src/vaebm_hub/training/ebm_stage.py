@@ -112,6 +112,10 @@ class EBMStage(TrainingStage):
     watch = ("energy_gap", "grad_norm", "energy_pos", "energy_neg")
     steady_watch = ("energy_gap",)  # E's level is free (the loss sees differences only): only the gap is bounded
     collapse_watch = (("energy_spread", "energy_pos"),)  # one energy for every input: the network is dead
+    divergence_fix = (
+        "lower --ebm_learning_rate or --langevin_step_size, bound the energies with --energy_l2_coeff (e.g. 0.01), "
+        "raise --spectral_reg_coeff"
+    )
 
     def __init__(
         self,

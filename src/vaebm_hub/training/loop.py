@@ -36,7 +36,7 @@ from .checkpointing import (
     write_atomically,
 )
 from .data_stream import BatchStream, ShardedBatchSampler
-from .divergence import DivergenceGuard
+from .divergence import GENERIC_FIX, DivergenceGuard
 
 RANK_STATE_FILE = "trainer_state_{}.pt"
 logger = get_logger(__name__)
@@ -62,6 +62,7 @@ class TrainingStage(ABC):
     watch: tuple[str, ...]  # metrics the divergence guard checks for blow-ups
     steady_watch: tuple[str, ...] = ()  # those it also checks for steady growth against the stage's first steps
     collapse_watch: tuple[tuple[str, str], ...] = ()  # (spread, level): a spread ~0 = the model ignores its input
+    divergence_fix: str = GENERIC_FIX  # the flags that help when the guard gives up, as a clause
     settings: VAETraining | EBMTraining  # read here: max_train_steps, batch_size
     model: nn.Module
     optimizer: torch.optim.Optimizer
@@ -148,6 +149,7 @@ class StageRunner:
             lr_factor=options.divergence_lr_factor,
             blowup_factor=options.divergence_threshold,
             early_factor=options.divergence_growth_factor,
+            fix=stage.divergence_fix,
         )
         self.step = 0
         self.start_snapshot = options.output_dir / f"checkpoint-{stage.name}-start"

@@ -78,6 +78,7 @@ class NegativeELBOTerms(nn.Module):
 class VAEStage(TrainingStage):
     name = "vae"
     watch = ("grad_norm",)
+    divergence_fix = "lower --vae_learning_rate, raise --vae_spectral_reg_coeff"
 
     def __init__(
         self,
