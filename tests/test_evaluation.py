@@ -18,6 +18,7 @@ from vaebm_hub.data import gaussian_grid_centres, load_array_dataset
 from vaebm_hub.evaluation import (
     ClassifierConfig,
     auroc,
+    class_mix_kl,
     constant_images,
     default_cache_dir,
     fd_classifier,
@@ -240,6 +241,18 @@ def test_corrected_reverse_kl_removes_the_small_sample_bias_of_uniform_draws():
         assert counts["reverse_kl"] > 0.1 and abs(counts["reverse_kl_corrected"]) < 0.03
 
 
+def test_class_mix_kl_in_closed_form_per_channel():
+    one_hot = np.eye(10)
+    samples = one_hot[[0, 0, 1, 2]][:, None]  # (4, 1, 10): half 0s, a quarter each 1s and 2s
+    reference = one_hot[np.repeat(np.arange(10), 10)][:, None]  # uniform; Jeffreys' half count keeps it uniform
+    expected = 0.5 * math.log(0.5 / 0.1) + 2 * 0.25 * math.log(0.25 / 0.1)
+    assert class_mix_kl(samples, reference) == pytest.approx(expected, abs=1e-12)
+    assert class_mix_kl(reference, reference) == pytest.approx(0.0, abs=1e-12)
+    two_channels = np.concatenate([samples, one_hot[[0, 1, 2, 3]][:, None]], axis=1)  # the second channel: 4 classes
+    second = 4 * 0.25 * math.log(0.25 / 0.1)
+    assert class_mix_kl(two_channels, np.repeat(reference, 2, axis=1)) == pytest.approx((expected + second) / 2)
+
+
 def test_probabilities_from_features_are_the_classifiers_own(classifier, digits):
     x = digits[0][:300]
     from_features = classifier.proba_from_features(classifier.features(x))
@@ -254,6 +267,10 @@ def test_sample_quality_counts_modes_and_confidence_as_the_classifier_does(class
     assert {k: quality[k] for k in expected} == pytest.approx(expected)
     probs = np.stack([classifier.predict_proba(stacks[:, c : c + 1]) for c in range(3)], axis=1)
     assert quality["confident_fraction"] == pytest.approx((probs.max(axis=2) > 0.9).all(axis=1).mean())
+    # digits 0-4 only: half the classes, KL ~ log 2 from a balanced reference; the reference itself ~0
+    assert quality["class_kl"] == pytest.approx(math.log(2), abs=0.1)
+    itself = sample_quality(reference, reference, "stacked_digits", classifier=classifier, floor_reference=reference)
+    assert itself["class_kl"] == pytest.approx(0.0, abs=1e-4)  # not 0: the half counts of the reference
 
 
 def test_stack_digits_draws_channels_from_the_set(digits):

@@ -20,7 +20,7 @@ TARGET_GAP_CLOSED = 0.75
 TARGET_CONFIDENT = 0.5
 SPACES = {"clf": "fd_minus_floor", "rand": "fd_rand_minus_floor"}
 ROW_KEYS = ("langevin_steps", "fd_clf", "fd_floor", "fd_minus_floor", "fd_rand", "fd_rand_floor",
-            "fd_rand_minus_floor", "precision", "recall", "kernel_distance", "confident_fraction",
+            "fd_rand_minus_floor", "precision", "recall", "kernel_distance", "confident_fraction", "class_kl",
             "sampling_seconds")  # fmt: skip
 NUM_SAMPLES = {"digits": 359, "mnist": 500}  # MNIST: K up to 100 on 500 samples is ~6 min on one thread
 CHAIN_LENGTHS = (0, 10, 30, 100)

@@ -15,6 +15,7 @@ from .frechet import fd_classifier, fd_floor, frechet_distance
 from .inception import InceptionFID, inception_fid
 from .kernel import kernel_distance
 from .modes import (
+    class_mix_kl,
     gaussian_mixture_metrics,
     mixture_log_density,
     stack_digits,
@@ -38,6 +39,7 @@ __all__ = [
     "FeatureNet",
     "InceptionFID",
     "auroc",
+    "class_mix_kl",
     "constant_images",
     "dataset_classifier",
     "default_cache_dir",

@@ -15,7 +15,7 @@ from .classifier import FeatureClassifier, get_feature_classifier
 from .frechet import frechet_distance
 from .inputs import MIN_SAMPLES, _check_dataset, channels_first, check_array, reference_options
 from .kernel import kernel_distance
-from .modes import gaussian_mixture_metrics, stacked_mode_count_from_proba
+from .modes import class_mix_kl, gaussian_mixture_metrics, stacked_mode_count_from_proba
 from .precision_recall import precision_recall
 from .random_features import random_features
 
@@ -117,6 +117,8 @@ def sample_quality(
       that shares nothing with the classifier (:mod:`.random_features`, a fixed random embedding);
     * ``confident_fraction``: the share of samples the classifier assigns to a class with probability > 0.9 (every
       channel, for stacks);
+    * ``class_kl``: :func:`.modes.class_mix_kl`, the KL from the samples' class histogram (the classifier's top
+      class) to the reference's, averaged over channels: how far the model's mix of digits is from the data's;
     * ``classifier_accuracy``: the classifier's held-out accuracy; ``num_samples``, ``num_reference``,
       ``num_floor``;
     * stacked datasets add the gated mode count: ``modes``, ``reverse_kl``, ``reverse_kl_corrected``,
@@ -162,7 +164,10 @@ def sample_quality(
     real, fake, floor_features = (
         np.concatenate(channels, axis=1) for channels in (reference_channels, sample_channels, floor_channels)
     )
-    probs = np.stack([classifier.proba_from_features(f) for f in sample_channels], axis=1)  # (N, C, classes)
+    probs, reference_probs = (
+        np.stack([classifier.proba_from_features(f) for f in channels], axis=1)  # (N, C, classes)
+        for channels in (sample_channels, reference_channels)
+    )
     fd, fd_floor = frechet_distance(real, fake), frechet_distance(real, floor_features)
     fd_rand, fd_rand_floor = frechet_distance(real_rand, fake_rand), frechet_distance(real_rand, floor_rand)
     metrics = {
@@ -178,6 +183,7 @@ def sample_quality(
         **kernel_distance(real, fake, subset_size=min(KERNEL_SUBSET_SIZE, len(real), len(fake))),
         **precision_recall(real, fake),
         "confident_fraction": float((probs.max(axis=2) > CONFIDENCE).all(axis=1).mean()),
+        "class_kl": class_mix_kl(probs, reference_probs),
         "classifier_accuracy": float(classifier.accuracy),
     }
     if dataset in STACKED_DATASETS:

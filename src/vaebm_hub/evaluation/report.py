@@ -221,13 +221,14 @@ def format_report(result: Mapping) -> str:
         )
         lines.append(
             f"{'K':>5} {'FD_clf':>9} {'floor':>8} {'FD_rand':>8} {'floor':>7} {'KD':>8} {'prec':>6} {'recall':>6} "
-            f"{'conf>.9':>7} {'E mean':>8} {'sec':>7}"
+            f"{'conf>.9':>7} {'cls KL':>6} {'E mean':>8} {'sec':>7}"
         )
         for r in rows:
             lines.append(
                 f"{r['langevin_steps']:>5} {r['fd_clf']:>9.2f} {r['fd_floor']:>8.2f} {r['fd_rand']:>8.3f} "
                 f"{r['fd_rand_floor']:>7.3f} {r['kernel_distance']:>8.3f} {r['precision']:>6.3f} {r['recall']:>6.3f} "
-                f"{r['confident_fraction']:>7.3f} {r['energy_mean']:>8.3f} {r['sampling_seconds']:>7.2f}"
+                f"{r['confident_fraction']:>7.3f} {r['class_kl']:>6.3f} {r['energy_mean']:>8.3f} "
+                f"{r['sampling_seconds']:>7.2f}"
             )
         if "inception_fid" in rows[0]:
             values = ", ".join(f"K={r['langevin_steps']}: {r['inception_fid']:.2f}" for r in rows)
