@@ -89,6 +89,7 @@ def test_scoring_takes_pil_images_and_refuses_an_empty_batch(pipe):
         (["--spectral_reg_coeff", "nan"], "--spectral_reg_coeff"),
         (["--energy_l2_coeff", "-1"], "--energy_l2_coeff"),
         (["--bernoulli_negative_fraction", "1.5"], "--bernoulli_negative_fraction"),
+        (["--reconstruction_positive_fraction", "-0.1"], "--reconstruction_positive_fraction"),
         (["--langevin_step_size", "nan"], "--langevin_step_size"),
         (["--buffer_size", "0"], "--buffer_size"),
         (["--data_init_batches", "0"], "--data_init_batches"),

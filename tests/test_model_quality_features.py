@@ -287,6 +287,45 @@ def test_bernoulli_negative_fraction_refuses_a_continuous_decoder():
         _digits_ebm_stage(VAEBMVAE(), bernoulli_negative_fraction=0.5)
 
 
+def _decoder_at_posterior(vae: VAEBMVAE, x: torch.Tensor, seed: int):
+    """The decoder distribution at z ~ q(z|x), the posterior noise drawn from a generator seeded ``seed``."""
+    with torch.no_grad():
+        return vae.output_distribution(vae(x, generator=torch.Generator().manual_seed(seed)).logits)
+
+
+def test_reconstruction_positive_fraction_replaces_that_share_of_the_positives_by_reconstructions():
+    torch.manual_seed(0)
+    vae = VAEBMVAE(decoder_distribution="bernoulli").eval()
+    batch = torch.rand(6, *vae.data_shape, generator=torch.Generator().manual_seed(1))
+    assert _bernoulli_stage(0.0).positives(batch) is batch  # 0: the data itself, nothing drawn
+    stage = _digits_ebm_stage(vae, reconstruction_positive_fraction=0.5)
+    stage.generator.manual_seed(3)
+    positives = stage.positives(batch)
+    torch.testing.assert_close(positives[3:], batch[3:])
+    # a Bernoulli decoder: the decoder mean at a posterior sample, drawn with the trainer's generator
+    torch.testing.assert_close(positives[:3], _decoder_at_posterior(vae, batch[:3], seed=3).mean)
+    assert not torch.allclose(positives[:3], batch[:3], atol=0.05)
+
+
+def test_reconstructions_of_a_gaussian_decoder_are_of_the_negatives_kind():
+    from vaebm_hub.training.ebm_stage import reconstruction_images
+
+    torch.manual_seed(0)
+    vae = VAEBMVAE().eval()
+    x = torch.rand(4, *vae.data_shape, generator=torch.Generator().manual_seed(1))
+    decoder = _decoder_at_posterior(vae, x, seed=5)
+    mean_cd = reconstruction_images(vae, x, True, True, torch.Generator().manual_seed(5))
+    torch.testing.assert_close(mean_cd, 0.5 * decoder.mu + 0.5)  # use_mu_cd: the official mean, unclamped
+    latent_only = reconstruction_images(vae, x, False, False, torch.Generator().manual_seed(5))
+    torch.testing.assert_close(latent_only, decoder.mean)  # chains without pixel noise see the mean
+    sampled = reconstruction_images(vae, x, False, True, torch.Generator().manual_seed(5))
+    replay = torch.Generator().manual_seed(5)
+    with torch.no_grad():
+        vae(x, generator=replay)  # the posterior draw comes first, the pixel noise after it
+    torch.testing.assert_close(sampled, decoder.rsample(torch.randn(4, *vae.noise_shapes[-1], generator=replay)))
+    assert not torch.allclose(sampled, decoder.mean)  # a sample, as the negatives of chains with pixel noise
+
+
 # One VAE step, then stage 2 at toy size, a checkpoint after every step (checkpoint-1 is stage 1's).
 TINY_TWO_STAGE_RUN = [
     "--dataset_name", "digits", "--train_batch_size", "8", "--ebm_n_channel", "4", "--langevin_steps", "2",

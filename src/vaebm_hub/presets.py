@@ -90,6 +90,12 @@ class EBMTraining:
     # chain's final z instead of the mean the chain's energy saw (not in VAEBM, whose decoders are continuous; 0 = the
     # means alone). Draws show the EBM the speckle a Bernoulli decoder puts out, so noise does not pass for data.
     bernoulli_negative_fraction: float = 0.0
+    # The share of each batch's positives replaced by the VAE's reconstructions of those data (the decoder at
+    # z ~ q(z|x), of the same kind as the negatives) instead of the data (not in VAEBM; 0 = the data alone). With 1 the
+    # energy contrasts the decoder's outputs on the aggregate posterior with its outputs on the prior, so it learns
+    # where the prior puts latents that the data never use (a prior-hole correction as in NCP-VAE, Aneja et al. 2021)
+    # instead of the sharpness that data has and a decoder's outputs never reach.
+    reconstruction_positive_fraction: float = 0.0
     # Decay of an exponential moving average of the energy network's weights that the saved pipeline samples with
     # (not in VAEBM; 0 = off, the paper: the last iterate). The chains during training use the current weights.
     ema_decay: float = 0.0
@@ -423,6 +429,7 @@ NUMERIC_RANGES = {
     ("ebm", "n_channel"): Bounds("--ebm_n_channel", 1),
     ("ebm", "energy_l2_coeff"): Bounds("--energy_l2_coeff", 0),
     ("ebm", "bernoulli_negative_fraction"): Bounds("--bernoulli_negative_fraction", 0, 1),
+    ("ebm", "reconstruction_positive_fraction"): Bounds("--reconstruction_positive_fraction", 0, 1),
     ("ebm", "ema_decay"): Bounds("--ebm_ema_decay", 0, 1, high_inclusive=False, hint="0 turns the EMA off"),
     ("ebm", "langevin_steps"): Bounds("--langevin_steps", 1),
     ("ebm", "langevin_noise_scale"): Bounds("--langevin_noise_scale", 0),

@@ -115,6 +115,7 @@ class TrainingConfig:
     spectral_reg_coeff: float | None = None
     energy_l2_coeff: float | None = None
     bernoulli_negative_fraction: float | None = None
+    reconstruction_positive_fraction: float | None = None
     no_grad_clip: bool = False
     no_data_init: bool = False
     data_init_batches: int | None = None
@@ -350,6 +351,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         help="Bernoulli decoders: the share of the negatives that are binary draws x ~ Bernoulli(decoder mean) "
         "instead of the mean itself (not in VAEBM; 0: means only).",
+    )
+    g.add_argument(
+        "--reconstruction_positive_fraction",
+        type=float,
+        help="The share of the positives that are the VAE's reconstructions of the data batch (decoder outputs at "
+        "z ~ q(z|x)) instead of the data (not in VAEBM; 0: data only). 1: the energy corrects the prior's holes, "
+        "not the decoder's blur.",
     )
     g.add_argument("--no_grad_clip", action="store_true", help="Turn off IGEBM gradient clipping.")
     g.add_argument("--no_data_init", action="store_true", help="Skip the EBM's data-dependent initialisation.")
@@ -600,6 +608,7 @@ def resolve_preset(
             spectral_reg_coeff=c.spectral_reg_coeff,
             energy_l2_coeff=c.energy_l2_coeff,
             bernoulli_negative_fraction=c.bernoulli_negative_fraction,
+            reconstruction_positive_fraction=c.reconstruction_positive_fraction,
             ema_decay=c.ebm_ema_decay,
             grad_clip=False if c.no_grad_clip else None,
             data_init=False if c.no_data_init else None,

@@ -11,7 +11,9 @@ One iteration (vaebm_reference.md §1-§2), for a data batch ``x+`` of size B:
 4. ``loss = mean E(x+) - mean E(x-) + alpha_s * L_SR``, Adam(betas 0.99, 0.999, weight decay) with IGEBM clipping;
    ``energy_l2_coeff`` adds IGEBM's ``alpha * mean(E(x+)^2 + E(x-)^2)`` (a deviation, off by default).
    For a Bernoulli decoder ``bernoulli_negative_fraction`` of the negatives are binary draws from the decoder at the
-   final ``z`` (a deviation, off by default: VAEBM's decoders are continuous).
+   final ``z`` (a deviation, off by default: VAEBM's decoders are continuous). ``reconstruction_positive_fraction``
+   of the positives are the VAE's reconstructions of the batch instead of the data (:func:`reconstruction_images`;
+   a deviation, off by default).
    With ``ema_decay`` > 0 an exponential moving average of the energy network's weights is kept (diffusers'
    ``EMAModel``) and the saved pipeline samples with it (a deviation, off by default: the paper samples with the last
    iterate); the training chains always use the current weights.
@@ -33,6 +35,7 @@ import torch
 from accelerate import Accelerator
 from diffusers.optimization import get_scheduler
 from diffusers.training_utils import EMAModel
+from diffusers.utils.torch_utils import randn_tensor
 from torch import nn
 from torch.utils.data import Dataset
 
@@ -62,6 +65,26 @@ def negative_images(vae: nn.Module, eps: torch.Tensor, use_mu_cd: bool) -> torch
         mu = getattr(decoded.decoder, "mu", None)
         return decoded.decoder.mean if mu is None else 0.5 * mu + 0.5
     return decoded.x
+
+
+@torch.no_grad()
+def reconstruction_images(
+    vae: nn.Module, x: torch.Tensor, use_mu_cd: bool, pixel_noise: bool, generator: torch.Generator
+) -> torch.Tensor:
+    """The VAE's reconstructions of data ``x``, of the kind :func:`negative_images` gives for a chain: the decoder at a
+    posterior sample ``z ~ q(z|x)``, as its mean ``mu / 2 + 1/2`` with ``use_mu_cd``, else its sample with fresh pixel
+    noise (the mean for latent-only chains and decoders without a reparameterised sample). Positives of this kind
+    leave the energy nothing to learn from the decoder's blur or noise, only from where in latent space the samples
+    come from: the aggregate posterior for positives, the prior (moved by the chains) for negatives."""
+    with eval_mode(vae):
+        decoder = vae.output_distribution(vae(x, generator=generator).logits)
+    if use_mu_cd:
+        mu = getattr(decoder, "mu", None)
+        return decoder.mean if mu is None else 0.5 * mu + 0.5
+    if not (pixel_noise and vae.has_pixel_noise):
+        return decoder.mean
+    eps_x = randn_tensor((len(x), *vae.noise_shapes[-1]), generator=generator, device=x.device, dtype=x.dtype)
+    return decoder.rsample(eps_x)
 
 
 def bernoulli_draws(means: torch.Tensor, fraction: float, generator: torch.Generator) -> torch.Tensor:
@@ -207,8 +230,19 @@ class EBMStage(TrainingStage):
         images = negative_images(self.vae, state, self.settings.use_mu_cd)
         return bernoulli_draws(images, self.settings.bernoulli_negative_fraction, self.generator)
 
+    def positives(self, batch: torch.Tensor) -> torch.Tensor:
+        """The data batch with its first ``round(reconstruction_positive_fraction * B)`` rows replaced by the VAE's
+        reconstructions of them (:func:`reconstruction_images`); the batch itself when the fraction is 0."""
+        s = self.settings
+        rows = round(s.reconstruction_positive_fraction * batch.shape[0])
+        if rows == 0:
+            return batch
+        reconstructed = reconstruction_images(self.vae, batch[:rows], s.use_mu_cd, s.pixel_noise, self.generator)
+        return torch.cat([reconstructed.to(batch.dtype), batch[rows:]])
+
     def training_loss(self, batch: torch.Tensor, step: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         s = self.settings
+        batch = self.positives(batch)
         chain = self.run_chains(self.initial_noise(batch.shape[0], step))
         eps, finite = chain.state, chain.finite
         negatives = self.negatives(eps)
