@@ -297,7 +297,10 @@ def test_reconstruction_positive_fraction_replaces_that_share_of_the_positives_b
     torch.manual_seed(0)
     vae = VAEBMVAE(decoder_distribution="bernoulli").eval()
     batch = torch.rand(6, *vae.data_shape, generator=torch.Generator().manual_seed(1))
-    assert _bernoulli_stage(0.0).positives(batch) is batch  # 0: the data itself, nothing drawn
+    untouched = _bernoulli_stage(0.0)
+    state = untouched.generator.get_state()
+    assert untouched.positives(batch) is batch  # 0: the data itself, and nothing drawn from the trainer's generator
+    assert torch.equal(untouched.generator.get_state(), state)
     stage = _digits_ebm_stage(vae, reconstruction_positive_fraction=0.5)
     stage.generator.manual_seed(3)
     positives = stage.positives(batch)
@@ -305,6 +308,12 @@ def test_reconstruction_positive_fraction_replaces_that_share_of_the_positives_b
     # a Bernoulli decoder: the decoder mean at a posterior sample, drawn with the trainer's generator
     torch.testing.assert_close(positives[:3], _decoder_at_posterior(vae, batch[:3], seed=3).mean)
     assert not torch.allclose(positives[:3], batch[:3], atol=0.05)
+    # training_loss feeds the energy network these positives (the first half of its input), not the data
+    seen = []
+    stage.model = lambda images: seen.append(images) or stage.ebm(images)
+    stage.generator.manual_seed(3)
+    stage.training_loss(batch, step=0)
+    torch.testing.assert_close(seen[0][: len(batch)], positives)
 
 
 def test_reconstructions_of_a_gaussian_decoder_are_of_the_negatives_kind():
@@ -319,10 +328,8 @@ def test_reconstructions_of_a_gaussian_decoder_are_of_the_negatives_kind():
     latent_only = reconstruction_images(vae, x, False, False, torch.Generator().manual_seed(5))
     torch.testing.assert_close(latent_only, decoder.mean)  # chains without pixel noise see the mean
     sampled = reconstruction_images(vae, x, False, True, torch.Generator().manual_seed(5))
-    replay = torch.Generator().manual_seed(5)
-    with torch.no_grad():
-        vae(x, generator=replay)  # the posterior draw comes first, the pixel noise after it
-    torch.testing.assert_close(sampled, decoder.rsample(torch.randn(4, *vae.noise_shapes[-1], generator=replay)))
+    eps_x = vae.split_noise(vae.sample_noise(4, generator=torch.Generator().manual_seed(5)))[1]
+    torch.testing.assert_close(sampled, decoder.rsample(eps_x))  # one draw: eps_z for q(z|x), eps_x for the pixels
     assert not torch.allclose(sampled, decoder.mean)  # a sample, as the negatives of chains with pixel noise
 
 

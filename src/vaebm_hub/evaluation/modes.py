@@ -1,8 +1,9 @@
 """Mode-coverage metrics: StackedMNIST-style mode counts, the class mix of classified samples, and the 25-Gaussians
 toy.
 
-Both reduce samples to a histogram over known modes and report how many modes are hit and the reverse KL
+The mode counts reduce samples to a histogram over known modes and report how many modes are hit and the reverse KL
 KL(p_model ‖ uniform) = Σ_m p_m log(p_m · M) over the M modes (0 for perfect balance, log(M / k) for k equally hit).
+The class mix (:func:`class_mix_kl`) compares the samples' histogram of classes with the real data's instead.
 
 The plug-in KL of N samples over many modes is biased upwards: its entropy term is biased by about −(k − 1) / (2N)
 for k modes hit (Miller 1955), 0.12 nats for 3900 samples over 1000 modes, where exact draws from the uniform

@@ -356,8 +356,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--reconstruction_positive_fraction",
         type=float,
         help="The share of the positives that are the VAE's reconstructions of the data batch (decoder outputs at "
-        "z ~ q(z|x)) instead of the data (not in VAEBM; 0: data only). 1: the energy corrects the prior's holes, "
-        "not the decoder's blur.",
+        "z ~ q(z|x), of the kind the chains' states decode to) instead of the data (not in VAEBM; 0: data only). 1: "
+        "the energy learns the prior's holes rather than the decoder's blur.",
     )
     g.add_argument("--no_grad_clip", action="store_true", help="Turn off IGEBM gradient clipping.")
     g.add_argument("--no_data_init", action="store_true", help="Skip the EBM's data-dependent initialisation.")

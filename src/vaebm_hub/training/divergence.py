@@ -62,6 +62,7 @@ class DivergenceGuard:
     min_history: int = 10
     early_factor: float = 1000.0
     fix: str = GENERIC_FIX  # what the user can change, named by the stage's flags (the give-up message ends with it)
+    grew: bool = False  # the last check's reason was the growth test (not checkpointed: read by on_divergence next)
     retries: int = 0
     lr_scale: float = 1.0
     history: dict[str, list[float]] = field(default_factory=dict)
@@ -79,7 +80,9 @@ class DivergenceGuard:
             raise ValueError(f"--divergence_growth_factor must be > 1 ('inf' turns it off), got {self.early_factor}")
 
     def check(self, metrics: Mapping[str, float], weights_finite: bool = True) -> str | None:
-        """Why this step diverged (a sentence), or ``None`` — in which case the watched values join the history."""
+        """Why this step diverged (a sentence), or ``None`` — in which case the watched values join the history.
+        ``grew`` says whether the reason is the whole-stage growth test."""
+        self.grew = False
         for name, value in metrics.items():
             if not math.isfinite(value):
                 return f"{name} is {value}"
@@ -102,6 +105,7 @@ class DivergenceGuard:
             for factor, baseline, what in limits:
                 limit = factor * max(baseline, BLOWUP_FLOOR)
                 if value > limit:
+                    self.grew = what == EARLY_REASON
                     return f"|{name}| = {value:.4g} exceeds {factor:g}x {what} ({limit:.4g})"
         for name in self.watch:
             if name in metrics:
@@ -130,7 +134,7 @@ class DivergenceGuard:
                 f"Training diverged at step {step} ({reason}) after {self.retries} rollback(s) with the learning rate "
                 f"lowered to {self.lr_scale:g}x its setting. Giving up; the last good checkpoint is {rollback_to}. "
                 f"Fix: {self.fix}, or allow more rollbacks with --divergence_max_retries"
-                + (GROWTH_FIX if EARLY_REASON in reason else ".")
+                + (GROWTH_FIX if self.grew else ".")
             )
         self.retries += 1
         self.lr_scale *= self.lr_factor

@@ -35,7 +35,6 @@ import torch
 from accelerate import Accelerator
 from diffusers.optimization import get_scheduler
 from diffusers.training_utils import EMAModel
-from diffusers.utils.torch_utils import randn_tensor
 from torch import nn
 from torch.utils.data import Dataset
 
@@ -55,36 +54,39 @@ from .loop import TrainingStage, first_batches, make_generator
 from .replay_buffer import ReplayBuffer, replay_probability
 
 
+def _official_mean(decoder) -> torch.Tensor:
+    """``use_mu_cd``'s image: the decoder mean ``mu / 2 + 1/2`` unclamped, as the official code (the plain mean for
+    decoders without ``mu``)."""
+    mu = getattr(decoder, "mu", None)
+    return decoder.mean if mu is None else 0.5 * mu + 0.5
+
+
 @torch.no_grad()
 def negative_images(vae: nn.Module, eps: torch.Tensor, use_mu_cd: bool) -> torch.Tensor:
     """The samples the EBM is trained against, from the final chain state ``eps`` (B, D): with ``use_mu_cd`` the
-    decoder mean ``mu / 2 + 1/2`` (unclamped, as the official code; the plain mean for decoders without ``mu``),
-    else what the chain's energy saw, ``T(eps)`` (the decoder sample, or the mean for latent-only chains)."""
+    decoder mean (:func:`_official_mean`), else what the chain's energy saw, ``T(eps)`` (the decoder sample, or the
+    mean for latent-only chains)."""
     decoded = vae.noise_to_data(eps)
-    if use_mu_cd:
-        mu = getattr(decoded.decoder, "mu", None)
-        return decoded.decoder.mean if mu is None else 0.5 * mu + 0.5
-    return decoded.x
+    return _official_mean(decoded.decoder) if use_mu_cd else decoded.x
 
 
 @torch.no_grad()
 def reconstruction_images(
     vae: nn.Module, x: torch.Tensor, use_mu_cd: bool, pixel_noise: bool, generator: torch.Generator
 ) -> torch.Tensor:
-    """The VAE's reconstructions of data ``x``, of the kind :func:`negative_images` gives for a chain: the decoder at a
-    posterior sample ``z ~ q(z|x)``, as its mean ``mu / 2 + 1/2`` with ``use_mu_cd``, else its sample with fresh pixel
-    noise (the mean for latent-only chains and decoders without a reparameterised sample). Positives of this kind
-    leave the energy nothing to learn from the decoder's blur or noise, only from where in latent space the samples
-    come from: the aggregate posterior for positives, the prior (moved by the chains) for negatives."""
+    """The VAE's reconstructions of data ``x``, of the kind :func:`negative_images` gives for a chain's final state:
+    the decoder at a posterior sample ``z ~ q(z|x)``, as :func:`_official_mean` with ``use_mu_cd``, else its sample
+    ``T_x(z, eps_x)`` (the mean for latent-only chains and decoders without pixel noise). One ``eps`` is drawn: its
+    ``eps_z`` for the posterior sample, its ``eps_x`` for the pixel noise. Against negatives of this kind the energy
+    cannot use the decoder's blur or noise, only where the latents come from: the aggregate posterior for positives,
+    the prior (moved by the chains) for negatives. (Binary draws among the negatives, ``bernoulli_negative_fraction``,
+    still differ from every positive by their speckle.)"""
+    eps_z, eps_x = vae.split_noise(vae.sample_noise(len(x), generator=generator, device=x.device, dtype=x.dtype))
     with eval_mode(vae):
-        decoder = vae.output_distribution(vae(x, generator=generator).logits)
+        decoder = vae.output_distribution(vae(x, posterior_noise=eps_z).logits)
     if use_mu_cd:
-        mu = getattr(decoder, "mu", None)
-        return decoder.mean if mu is None else 0.5 * mu + 0.5
-    if not (pixel_noise and vae.has_pixel_noise):
-        return decoder.mean
-    eps_x = randn_tensor((len(x), *vae.noise_shapes[-1]), generator=generator, device=x.device, dtype=x.dtype)
-    return decoder.rsample(eps_x)
+        return _official_mean(decoder)
+    return decoder.rsample(eps_x) if pixel_noise and eps_x is not None else decoder.mean
 
 
 def bernoulli_draws(means: torch.Tensor, fraction: float, generator: torch.Generator) -> torch.Tensor:
@@ -136,8 +138,8 @@ class EBMStage(TrainingStage):
     steady_watch = ("energy_gap",)  # E's level is free (the loss sees differences only): only the gap is bounded
     collapse_watch = (("energy_spread", "energy_pos"),)  # one energy for every input: the network is dead
     divergence_fix = (
-        "lower --ebm_learning_rate or --langevin_step_size, bound the energies with --energy_l2_coeff (e.g. 0.01), "
-        "raise --spectral_reg_coeff"
+        "lower --ebm_learning_rate or --langevin_step_size, bound the energies with --energy_l2_coeff (e.g. 0.01; "
+        "raise it where the preset already sets one), raise --spectral_reg_coeff"
     )
 
     def __init__(
