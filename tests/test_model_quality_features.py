@@ -297,7 +297,7 @@ def test_reconstruction_positive_fraction_replaces_that_share_of_the_positives_b
     torch.manual_seed(0)
     vae = VAEBMVAE(decoder_distribution="bernoulli").eval()
     batch = torch.rand(6, *vae.data_shape, generator=torch.Generator().manual_seed(1))
-    untouched = _bernoulli_stage(0.0)
+    untouched = _digits_ebm_stage(vae, reconstruction_positive_fraction=0.0)
     state = untouched.generator.get_state()
     assert untouched.positives(batch) is batch  # 0: the data itself, and nothing drawn from the trainer's generator
     assert torch.equal(untouched.generator.get_state(), state)
