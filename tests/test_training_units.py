@@ -456,7 +456,7 @@ def test_a_save_to_disk_folder_is_a_dataset_name(tmp_path):
 def test_a_builtin_dataset_name_resolves_to_its_own_preset_not_an_nvae_alias():
     """ "mnist" is both our CPU preset and an NVAE ``args.dataset`` name; the dataset's own preset wins."""
     assert get_preset("mnist").name == "mnist" and get_preset("celeba_64").name == "celeba64"
-    assert resolve_preset(parse_args(["--dataset_name", "mnist"]), (1, 32, 32)).ebm_training.n_channel == 16
+    assert resolve_preset(parse_args(["--dataset_name", "mnist"]), (1, 32, 32)).ebm_training.n_channel == 48
 
 
 def test_a_cpu_run_on_fewer_threads_than_its_cores_is_told_how_to_use_them(monkeypatch):
