@@ -220,8 +220,8 @@ _MNIST_NVAE = dict(
     num_channels_enc=8, num_channels_dec=8, num_latent_scales=2, num_groups_per_scale=4, ada_groups=True,
     num_latent_per_group=20, num_preprocess_blocks=2, num_postprocess_blocks=2, decoder_distribution="bernoulli",
 )  # fmt: skip
-# Both MNIST presets' stage 1: 2000 steps. The default mnist command takes about 35 minutes on one thread beside
-# another job, over its 30-minute target; 1600 + 400 steps fit but did worse (docs/results.md, "MNIST's 30 minutes").
+# Both MNIST presets' stage 1: 2000 steps. The default mnist command took about 35 minutes on one thread beside
+# another job (2026-12-05, a 16-channel energy network), over its 30-minute target; 1600 + 400 steps fit but did worse (docs/results.md, "MNIST's 30 minutes").
 _MNIST_VAE = VAETraining(max_train_steps=2000, batch_size=64)
 # 500 iterations at a fixed step of 3e-4 (docs/results.md, "Stage 2 on MNIST"): the automatic step (1.4e-4) with
 # 1000 iterations diverged on a Bernoulli VAE, whose mean negatives can never be as sharp as the data.
@@ -354,8 +354,8 @@ def ebm_layout_for_size(sample_size: int) -> str:
 
 def preset_for_images(sample_shape: tuple[int, ...]) -> Preset:
     """The rule for image data without a preset of its own (image folders, Hub datasets): the ``mnist`` preset's
-    training, with the energy layout for the image size and one latent scale below 16x16 (stage 2 without Bernoulli
-    draws or the energy term)."""
+    training, with the energy layout for the image size and one latent scale below 16x16 (stage 2 with a 16-channel
+    energy network, the data as positives, and without Bernoulli draws or the energy term)."""
     size = sample_shape[-1]
     base = PRESETS["mnist"]
     return dataclasses.replace(
