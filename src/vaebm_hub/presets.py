@@ -221,7 +221,8 @@ _MNIST_NVAE = dict(
     num_latent_per_group=20, num_preprocess_blocks=2, num_postprocess_blocks=2, decoder_distribution="bernoulli",
 )  # fmt: skip
 # Both MNIST presets' stage 1: 2000 steps. The default mnist command took about 35 minutes on one thread beside
-# another job (2026-12-05, a 16-channel energy network), over its 30-minute target; 1600 + 400 steps fit but did worse (docs/results.md, "MNIST's 30 minutes").
+# another job (2026-12-05, a 16-channel energy network), over its 30-minute target; 1600 + 400 steps fit but did
+# worse (docs/results.md, "MNIST's 30 minutes").
 _MNIST_VAE = VAETraining(max_train_steps=2000, batch_size=64)
 # 500 iterations at a fixed step of 3e-4 (docs/results.md, "Stage 2 on MNIST"): the automatic step (1.4e-4) with
 # 1000 iterations diverged on a Bernoulli VAE, whose mean negatives can never be as sharp as the data.
