@@ -8,7 +8,9 @@ The browser test keeps its full-page screenshot in its pytest tmp dir; set ``VAE
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -187,3 +189,15 @@ def test_without_a_model_the_space_serves_the_bundled_trained_pipeline():
     assert pipe.ebm.linear.weight.abs().sum() > 0  # a trained energy network, not the zero placeholder
     files = [p for p in app.BUNDLED_PIPELINE.rglob("*") if p.is_file()]
     assert sum(p.stat().st_size for p in files) < 3_000_000
+
+
+def test_readme_client_example_quotes_the_shipped_pipelines_saved_chain_length_and_step():
+    """The Space README's API example repeats the bundled pipeline's saved K and step as literals; they must match."""
+    app = load_app_module()
+    config = json.loads((app.BUNDLED_PIPELINE / "scheduler" / "scheduler_config.json").read_text())
+    readme = (APP.parent / "README.md").read_text()
+    chain_length = re.search(r"^\s*(\d+),\s*# the bundled digits pipeline's saved chain length", readme, re.M)
+    step_size = re.search(r"^\s*([0-9.e-]+),\s*# and its saved step size", readme, re.M)
+    assert chain_length and step_size, "the README's client example lost its chain-length or step-size line"
+    assert int(chain_length.group(1)) == config["default_num_inference_steps"]
+    assert float(step_size.group(1)) == config["step_size"]
