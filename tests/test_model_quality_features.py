@@ -4,6 +4,8 @@ channels-last convolution layout."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -136,6 +138,57 @@ def test_pipeline_without_pixel_noise_chains_on_eps_z_and_round_trips(tmp_path):
     assert loaded.config.pixel_noise is False
     full = loaded(batch_size=2, num_inference_steps=0, pixel_noise=True, output_type="latent").images
     assert full.shape == (2, pipe.vae.noise_dim)
+
+
+def test_decoder_output_sample_returns_the_decoders_sample_at_the_chains_final_eps_x(tmp_path):
+    """``decoder_output="sample"``: the image is ``T_x(z, eps_x)`` at the chain's final ``(eps_z, eps_x)``, clamped to
+    [0, 1] (``"mean"``, VAEBM's, drops ``eps_x``); the setting is saved with the pipeline and overridable per call."""
+    torch.manual_seed(0)
+    vae = VAEBMVAE().eval()  # the pipeline decodes in eval mode
+    pipe = VAEBMPipeline(vae, VAEBMEnergyModel(), LangevinScheduler(step_size=1e-2), decoder_output="sample")
+    pipe.set_progress_bar_config(disable=True)
+    call = dict(batch_size=3, num_inference_steps=2, generator=None)
+
+    def run(**kwargs):
+        return pipe(**{**call, "generator": torch.Generator().manual_seed(0), **kwargs}).images
+
+    eps = run(output_type="latent")
+    eps_z, eps_x = pipe.vae.split_noise(eps)
+    decoder = pipe.vae.output_distribution(pipe.vae.decode_noise(eps_z).logits)
+    expected = torch.clamp(decoder.dist.sample(eps_x), -1.0, 1.0) / 2 + 0.5
+    sample = run(output_type="pt")
+    torch.testing.assert_close(sample, expected)
+    mean = run(output_type="pt", decoder_output="mean")
+    torch.testing.assert_close(mean, decoder.mean)
+    assert (sample - mean).abs().mean() > 1e-2  # the pixel noise is there
+    pipe.save_pretrained(tmp_path)
+    loaded = VAEBMPipeline.from_pretrained(tmp_path)
+    assert loaded.config.decoder_output == "sample"
+    assert VAEBMPipeline.from_pipe(loaded, decoder_output="mean").config.decoder_output == "mean"
+    index = json.loads((tmp_path / "model_index.json").read_text())
+    del index["decoder_output"]  # a pipeline saved before the setting existed samples as VAEBM does
+    (tmp_path / "model_index.json").write_text(json.dumps(index))
+    old = VAEBMPipeline.from_pretrained(tmp_path)
+    old.set_progress_bar_config(disable=True)
+    assert old.config.decoder_output == "mean"
+    torch.testing.assert_close(
+        old(**{**call, "generator": torch.Generator().manual_seed(0)}, output_type="pt").images, mean
+    )
+
+
+def test_decoder_output_sample_needs_pixel_noise_and_names_the_fix():
+    torch.manual_seed(0)
+    parts = (VAEBMVAE(), VAEBMEnergyModel(), LangevinScheduler(step_size=1e-2))
+    with pytest.raises(ValueError, match="decoder_output must be one of"):
+        VAEBMPipeline(*parts, decoder_output="median")
+    with pytest.raises(ValueError, match="pixel_noise=False; use decoder_output='mean'"):
+        VAEBMPipeline(*parts, pixel_noise=False, decoder_output="sample")
+    bernoulli = VAEBMVAE(decoder_distribution="bernoulli")
+    with pytest.raises(ValueError, match="decoder has no pixel noise"):
+        VAEBMPipeline(bernoulli, parts[1], parts[2], decoder_output="sample")
+    pipe = VAEBMPipeline(*parts)
+    with pytest.raises(ValueError, match="pixel_noise=False"):
+        pipe(batch_size=1, num_inference_steps=0, pixel_noise=False, decoder_output="sample")
 
 
 def test_channels_last_convolutions_match_and_leave_weights_alone():

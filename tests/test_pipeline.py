@@ -104,6 +104,7 @@ def test_model_index_content_is_frozen(tiny_pipeline, tmp_path):
         "scheduler": ["vaebm_hub", "LangevinScheduler"],
         "potential": "exact",
         "pixel_noise": True,
+        "decoder_output": "mean",
     }
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ebm", "model_index.json", "scheduler", "vae"]
     assert (tmp_path / "vae" / "diffusion_pytorch_model.safetensors").is_file()

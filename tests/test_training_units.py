@@ -499,3 +499,20 @@ def test_the_saved_sampler_takes_mala_from_the_sampling_preset_else_from_the_tra
     assert resolved("mnist", "--sampling_space", "x") == (False, False)
     with pytest.raises(ValueError, match="MALA .* cannot run x-space chains"):
         resolved("digits", "--sampling_space", "x", "--sample_metropolis")
+
+
+def test_the_saved_pipeline_takes_its_images_from_the_sampling_preset_unless_the_chains_lack_pixel_noise():
+    from vaebm_hub.training.components import make_pipeline
+
+    def saved(*flags):
+        preset = resolve_preset(parse_args(["--dataset_name", "digits", *flags]), (1, 8, 8))
+        vae = VAEBMVAE(**{**preset.vae, "in_channels": 1, "sample_size": 8})
+        ebm = VAEBMEnergyModel(in_channels=1, sample_size=8, layout=preset.ebm_training.layout)
+        return make_pipeline(vae, ebm, preset.ebm_training, preset.sampling).config.decoder_output
+
+    assert saved() == "sample"  # the digits preset's images are decoder samples
+    assert saved("--sample_decoder_output", "mean") == "mean"  # VAEBM's decoder means
+    assert saved("--no-langevin_pixel_noise") == "mean"  # no eps_x in the chains: the preset's choice is dropped
+    with pytest.raises(ValueError, match="needs eps-space chains that move the pixel noise"):
+        saved("--sampling_space", "x", "--sample_decoder_output", "sample")
+    assert get_preset("mnist").sampling.decoder_output == "mean"  # Bernoulli: a sample would be binary speckle

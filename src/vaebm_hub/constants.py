@@ -1,4 +1,5 @@
-"""Names shared across the package: the library name saved pipelines record, and which files make a pipeline."""
+"""Names shared across the package: the library name saved pipelines record, which files make a pipeline, and what
+a pipeline's images can be made of."""
 
 LIBRARY_NAME = "vaebm_hub"
 
@@ -12,6 +13,10 @@ HUB_ALLOW_PATTERNS = (
     "*/*.safetensors.index*.json",
     "README.md",
 )
+
+# What a pipeline's image is at the chain's final state: the decoder mean of its z (VAEBM), or the decoder's sample
+# T_x(z, eps_x) at its final eps_x, the x of the joint sample (x, z) ~ h (not in VAEBM; needs pixel noise).
+DECODER_OUTPUTS = ("mean", "sample")
 
 # The license trained model cards carry unless --hub_license says otherwise: the package's own (pyproject.toml).
 DEFAULT_MODEL_LICENSE = "apache-2.0"

@@ -25,7 +25,7 @@ from huggingface_hub.errors import (
 )
 from huggingface_hub.utils import validate_repo_id
 
-from ..constants import HUB_ALLOW_PATTERNS, LIBRARY_NAME
+from ..constants import DECODER_OUTPUTS, HUB_ALLOW_PATTERNS, LIBRARY_NAME
 from ..models.layers import frozen, set_channels_last
 from ..schedulers.scheduling_langevin import LangevinScheduler
 from ..utils import as_count, as_real, eval_mode
@@ -63,6 +63,19 @@ EXAMPLE_DOC_STRING = """
 """
 
 
+def check_decoder_output(decoder_output: str, pixel_noise: bool, vae: ModelMixin) -> None:
+    """A ``ValueError`` naming the fix unless ``decoder_output`` is one of :data:`DECODER_OUTPUTS` and, for
+    ``"sample"``, the chains carry the pixel noise ``eps_x`` that a decoder sample needs."""
+    if decoder_output not in DECODER_OUTPUTS:
+        raise ValueError(f"decoder_output must be one of {DECODER_OUTPUTS}, got {decoder_output!r}")
+    if decoder_output == "sample" and not (pixel_noise and vae.noise_dim > vae.latent_dim):
+        why = "this VAE's decoder has no pixel noise" if vae.noise_dim == vae.latent_dim else "pixel_noise=False"
+        raise ValueError(
+            f"decoder_output='sample' needs chains that move the pixel noise eps_x, but {why}; "
+            "use decoder_output='mean'"
+        )
+
+
 class VAEBMPipeline(DiffusionPipeline):
     r"""Sample VAEBM ``h(x, z) ∝ p_theta(x, z) exp(-E_psi(x))`` by Langevin dynamics in the VAE's noise space.
 
@@ -78,6 +91,10 @@ class VAEBMPipeline(DiffusionPipeline):
             the choice for decoders whose noise is wide compared with the data's detail (e.g. the 2-D toy, where
             moving ``eps_x`` lowers ``E`` in a direction the returned mean never shows). Decoders without pixel
             noise (Bernoulli, logistic mixture) always run on ``eps_z``.
+        decoder_output (`str`): what the images are at the chain's final state: ``"mean"`` (VAEBM and its official
+            code: the decoder mean of the final ``z``; ``eps_x`` is discarded) or ``"sample"`` (not in VAEBM: the
+            decoder's sample ``T_x(z, eps_x)`` at the final ``eps_x``, the ``x`` of the joint sample that the energy
+            network scored; needs ``pixel_noise``). See the ``digits`` preset for when it is the better choice.
 
     ``num_inference_steps=0`` returns plain VAE samples, the baseline VAEBM improves on.
     """
@@ -92,12 +109,14 @@ class VAEBMPipeline(DiffusionPipeline):
         scheduler: LangevinScheduler,
         potential: str = "exact",
         pixel_noise: bool = True,
+        decoder_output: str = "mean",
     ) -> None:
         super().__init__()
         if potential not in POTENTIALS:
             raise ValueError(f"potential must be one of {POTENTIALS}, got {potential!r}")
+        check_decoder_output(decoder_output, bool(pixel_noise), vae)
         self.register_modules(vae=vae, ebm=ebm, scheduler=scheduler)
-        self.register_to_config(potential=potential, pixel_noise=bool(pixel_noise))
+        self.register_to_config(potential=potential, pixel_noise=bool(pixel_noise), decoder_output=decoder_output)
 
     def register_to_config(self, **kwargs) -> None:
         """Record our components as ``["vaebm_hub", Class]`` (not the internal module path), so that reorganising
@@ -110,14 +129,15 @@ class VAEBMPipeline(DiffusionPipeline):
     @classmethod
     def from_pipe(cls, pipeline: DiffusionPipeline, **kwargs) -> VAEBMPipeline:
         """A new pipeline on the components of ``pipeline`` (no copies), as diffusers' ``from_pipe``; keyword
-        arguments replace components (``vae``, ``ebm``, ``scheduler``) or settings (``potential``, ``pixel_noise``).
+        arguments replace components (``vae``, ``ebm``, ``scheduler``) or settings (``potential``, ``pixel_noise``,
+        ``decoder_output``).
 
         diffusers' own version matches components by their exact annotated type, which the ``ModelMixin``
         annotations here (any VAE / energy network class, also the remote-code copies) never are."""
         components = {name: kwargs.pop(name, component) for name, component in pipeline.components.items()}
         settings = {
             name: kwargs.pop(name, pipeline.config.get(name, default))
-            for name, default in (("potential", "exact"), ("pixel_noise", True))
+            for name, default in (("potential", "exact"), ("pixel_noise", True), ("decoder_output", "mean"))
         }
         if kwargs:
             raise TypeError(f"from_pipe got unexpected arguments {sorted(kwargs)}; pass components or settings")
@@ -283,6 +303,7 @@ class VAEBMPipeline(DiffusionPipeline):
         output_type: str,
         potential: str,
         pixel_noise: bool,
+        decoder_output: str,
         callback_on_step_end_tensor_inputs: list[str],
     ) -> None:
         if not callable(getattr(self.scheduler, "metropolis_accept", None)):  # duck-typed: remote code copies classes
@@ -316,6 +337,7 @@ class VAEBMPipeline(DiffusionPipeline):
             )
         if potential not in POTENTIALS:
             raise ValueError(f"potential must be one of {POTENTIALS}, got {potential!r}")
+        check_decoder_output(decoder_output, pixel_noise, self.vae)
         if isinstance(generator, list) and len(generator) != batch_size:
             raise ValueError(f"got {len(generator)} generators for batch_size={batch_size}; pass one per sample")
         if output_type not in OUTPUT_TYPES:
@@ -389,6 +411,7 @@ class VAEBMPipeline(DiffusionPipeline):
         latents: torch.Tensor | None = None,
         potential: str | None = None,
         pixel_noise: bool | None = None,
+        decoder_output: str | None = None,
         output_type: str = "pil",
         return_dict: bool = True,
         callback_on_step_end: Callable[[DiffusionPipeline, int, int, dict], dict] | None = None,
@@ -408,6 +431,7 @@ class VAEBMPipeline(DiffusionPipeline):
                 pixel noise); drawn from ``N(0, I)`` if None.
             potential: override the pipeline's ``"exact"`` / ``"official"`` potential for this call.
             pixel_noise: override the pipeline's ``pixel_noise`` (chains on ``(eps_z, eps_x)`` or ``eps_z`` alone).
+            decoder_output: override the pipeline's ``decoder_output`` (``"mean"`` or ``"sample"``).
             output_type: ``"pil"``, ``"np"`` (``(B, H, W, C)`` floats in [0, 1]), ``"pt"`` (``(B, C, H, W)``) or
                 ``"latent"`` (the final ``eps``).
             return_dict: return a [`VAEBMPipelineOutput`] instead of a tuple.
@@ -421,7 +445,8 @@ class VAEBMPipeline(DiffusionPipeline):
 
         The chain state and its arithmetic are float32 whatever the networks' dtype (a half-precision state would
         round most Langevin steps away). The images are the decoder mean of the final ``z``, mapped to ``[0, 1]``
-        as ``clamp(mu / 2 + 1/2, 0, 1)`` (the official script instead min-max rescales every image; we do not).
+        as ``clamp(mu / 2 + 1/2, 0, 1)`` (the official script instead min-max rescales every image; we do not), or
+        with ``decoder_output="sample"`` the decoder's sample at the final ``(z, eps_x)``, clamped to ``[0, 1]``.
         """
         if latents is not None and not isinstance(latents, torch.Tensor):
             latents = torch.as_tensor(np.asarray(latents, dtype=np.float32))  # numpy (or nested lists) accepted
@@ -437,10 +462,11 @@ class VAEBMPipeline(DiffusionPipeline):
             num_inference_steps = getattr(self.scheduler.config, "default_num_inference_steps", 0)
         potential = self.config.potential if potential is None else potential
         pixel_noise = self.config.get("pixel_noise", True) if pixel_noise is None else bool(pixel_noise)
+        decoder_output = self.config.get("decoder_output", "mean") if decoder_output is None else decoder_output
         tensor_inputs = callback_on_step_end_tensor_inputs or ["latents"]
         self.check_inputs(
             batch_size, num_inference_steps, step_size, temperature, generator, latents, output_type, potential,
-            pixel_noise, tensor_inputs,
+            pixel_noise, decoder_output, tensor_inputs,
         )  # fmt: skip
         self._num_timesteps, self._interrupt = num_inference_steps, False
 
@@ -470,7 +496,7 @@ class VAEBMPipeline(DiffusionPipeline):
             )
             kept = finite_chain_indices(chain.finite, drop_nonfinite)
             latents = chain.state[kept]
-            images = latents if output_type == "latent" else self.vae.generate(latents.to(self.vae.dtype), temperature)
+            images = latents if output_type == "latent" else self._decode(latents, temperature, decoder_output)
 
         energy_trace = chain.energy_trace[:, kept] if return_energy_trace else None
         images = self._postprocess(images, output_type)
@@ -478,6 +504,13 @@ class VAEBMPipeline(DiffusionPipeline):
         if not return_dict:
             return (images, energy_trace)
         return VAEBMPipelineOutput(images=images, energy_trace=energy_trace, kept=kept)
+
+    def _decode(self, latents: torch.Tensor, temperature: float, decoder_output: str) -> torch.Tensor:
+        """The images of the chains' final ``eps``: the decoder mean of ``z``, or its sample at ``(z, eps_x)``."""
+        latents = latents.to(self.vae.dtype)
+        if decoder_output == "sample":
+            return self.vae.noise_to_data(latents, temperature).x
+        return self.vae.generate(latents, temperature)
 
     def _postprocess(self, images: torch.Tensor, output_type: str):
         if output_type in ("latent", "pt"):

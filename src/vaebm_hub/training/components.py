@@ -125,10 +125,12 @@ def new_ebm(settings: EBMTraining, sample_shape: tuple[int, ...], seed: int) -> 
 
 def make_pipeline(vae: nn.Module, ebm: nn.Module, settings: EBMTraining, sampling: Sampling) -> VAEBMPipeline:
     """The pipeline a run saves: its scheduler samples with the preset's test-time chain length, step size and MALA
-    setting (by default the stage-2 chains'), and the stage-2 chains' noise scale, potential and pixel-noise choice."""
+    setting (by default the stage-2 chains'), its images (decoder means or samples), and the stage-2 chains' noise
+    scale, potential and pixel-noise choice."""
     scheduler = LangevinScheduler(**scheduler_settings(settings, sampling))
     pipe = VAEBMPipeline(
-        vae=vae, ebm=ebm, scheduler=scheduler, potential=settings.potential, pixel_noise=settings.pixel_noise
-    )
+        vae=vae, ebm=ebm, scheduler=scheduler, potential=settings.potential, pixel_noise=settings.pixel_noise,
+        decoder_output=sampling.decoder_output,
+    )  # fmt: skip
     pipe.set_progress_bar_config(disable=True)
     return pipe

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
 
-from ..constants import DEFAULT_MODEL_LICENSE
+from ..constants import DECODER_OUTPUTS, DEFAULT_MODEL_LICENSE
 from ..presets import PRESETS, VAE_CLASSES, Preset, get_preset, preset_for_images, resolve
 
 STAGES = ("vae", "ebm", "all")
@@ -105,6 +105,7 @@ class TrainingConfig:
     sample_langevin_steps: int | None = None
     sample_step_size: float | None = None
     sample_metropolis: bool | None = None
+    sample_decoder_output: str | None = None
     potential: str | None = None
     sampling_space: str | None = None
     use_buffer: bool | None = None
@@ -318,6 +319,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--sample_metropolis",
         action=argparse.BooleanOptionalAction,
         help="MALA in the saved pipeline's sampler alone (default: --langevin_metropolis if given, else the preset).",
+    )
+    g.add_argument(
+        "--sample_decoder_output",
+        choices=DECODER_OUTPUTS,
+        help="The saved pipeline's images: the decoder mean of the chains' final z (VAEBM), or the decoder's sample "
+        "at their final (z, eps_x) (needs pixel noise). Default: the preset's.",
     )
     g.add_argument(
         "--potential",
@@ -619,5 +626,9 @@ def resolve_preset(
             step_size=_first(c.sample_step_size, c.langevin_step_size),
             # x-space chains clip images, which MALA cannot: a preset's MALA sampler is dropped for them
             metropolis=_first(c.sample_metropolis, c.langevin_metropolis, False if sampling_space == "x" else None),
+            # a decoder sample needs eps-space chains that move eps_x: a preset's is dropped for the others
+            decoder_output=_first(
+                c.sample_decoder_output, "mean" if sampling_space == "x" or c.langevin_pixel_noise is False else None
+            ),
         ),
     )

@@ -32,6 +32,7 @@ from ..hub import add_remote_code
 from ..hub.push import create_repo_early
 from ..models import zero_energy_
 from ..models.layers import set_channels_last
+from ..pipelines.pipeline_vaebm import check_decoder_output
 from ..presets import PRESETS, Preset
 from .checkpointing import (
     CHECKPOINT_PREFIX,
@@ -145,6 +146,7 @@ def plan_run(config: TrainingConfig) -> RunPlan:
         vae = new_vae(settings, shape, config.seed, sizes_from_data=not explicit)
     check_vae_fits_data(vae, dataset)
     check_settings_fit_vae(settings.ebm_training, vae)
+    check_decoder_output(settings.sampling.decoder_output, settings.ebm_training.pixel_noise, vae)
     new_ebm(settings.ebm_training, shape, config.seed)  # fails now, not after stage 1, if the layout does not fit
 
     if resumed_stage == "ebm":
