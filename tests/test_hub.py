@@ -119,8 +119,11 @@ def test_trained_card_has_metadata_tables_and_sample_grid(saved_dir, tmp_path):
     assert "| `learning_rate` | 5e-05 |" in text and "| `dataset` | mnist\\|digits |" in text
     assert "| `FID` | 12.5 |" in text
     assert "| `vae` | `VAEBMVAE` |" in text and "| `sample_size` | 8 |" in text
-    assert "Langevin potential: `exact`" in text
+    assert "Langevin potential: `exact`" in text and "decoder's samples" not in text  # VAEBM's decoder means
     assert "![VAEBM samples](samples.png)" in text
+    index = json.loads((folder / "model_index.json").read_text())
+    (folder / "model_index.json").write_text(json.dumps({**index, "decoder_output": "sample"}))
+    assert "Images: the decoder's samples" in create_model_card(folder, repo_id=REPO_ID).text
     with Image.open(folder / "samples.png") as copied:
         assert copied.format == "PNG" and copied.size == (16, 16)
     validate_model_card(folder / "README.md", repo_id=REPO_ID)

@@ -161,6 +161,8 @@ def test_decoder_output_sample_returns_the_decoders_sample_at_the_chains_final_e
     mean = run(output_type="pt", decoder_output="mean")
     torch.testing.assert_close(mean, decoder.mean)
     assert (sample - mean).abs().mean() > 1e-2  # the pixel noise is there
+    torch.testing.assert_close(pipe.decode(eps), sample)  # what callbacks show is what the call returns
+    torch.testing.assert_close(pipe.decode(eps, decoder_output="mean"), mean)
     pipe.save_pretrained(tmp_path)
     loaded = VAEBMPipeline.from_pretrained(tmp_path)
     assert loaded.config.decoder_output == "sample"
@@ -189,6 +191,8 @@ def test_decoder_output_sample_needs_pixel_noise_and_names_the_fix():
     pipe = VAEBMPipeline(*parts)
     with pytest.raises(ValueError, match="pixel_noise=False"):
         pipe(batch_size=1, num_inference_steps=0, pixel_noise=False, decoder_output="sample")
+    with pytest.raises(ValueError, match="decoder_output must be one of"):
+        pipe(batch_size=1, num_inference_steps=0, decoder_output="median")
 
 
 def test_channels_last_convolutions_match_and_leave_weights_alone():

@@ -154,7 +154,7 @@ def make_generate(models: dict[str, VAEBMPipeline]):
 
         def record(pipeline, i, t, tensors):
             if (i + 1) % stride == 0 or i + 1 == steps:
-                frames.append(pipeline.vae.generate(tensors["latents"], temperature))
+                frames.append(pipeline.decode(tensors["latents"], temperature))  # the images the pipeline returns
             return {}
 
         out = pipe(

@@ -270,8 +270,8 @@ _OURS = [
         # Images are the decoder's samples at the chains' final (z, eps_x), not VAEBM's decoder means: on the three
         # stage-2 seeds above (four sampling seeds each) K = 30 ends 0.020 / 0.019 / 0.028 above FD_rand's floor
         # against the VAE's samples' 0.085 (0.67-0.77 of the gap), where the means end 0.067 / 0.071 / 0.079 against
-        # the VAE's means' 0.158 (0.50-0.58); FD_clf is at its floor either way (docs/results.md, "digits: decoder
-        # samples as the images").
+        # the VAE's means' 0.158 (0.50-0.58); FD_clf ends within 0.6 of its floor at K = 30 either way
+        # (docs/results.md, "digits: decoder samples as the images").
         Sampling(num_inference_steps=30, step_size=2.5e-3, decoder_output="sample"),
     ),
     Preset(

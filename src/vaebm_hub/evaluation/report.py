@@ -144,6 +144,7 @@ def evaluate_pipeline(
         "batch_size": batch_size,
         "chain_lengths": lengths,
         "potential": pipe.config.potential,
+        "decoder_output": pipe.config.get("decoder_output", "mean"),
         "scheduler": {k: v for k, v in pipe.scheduler.config.items() if not k.startswith("_")},
         "versions": _versions(),
     }

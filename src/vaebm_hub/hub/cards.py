@@ -113,6 +113,11 @@ def _components(folder: Path, index: dict) -> str:
     parts = ["\n".join(rows)]
     if "potential" in index:
         parts.append(f"Langevin potential: `{index['potential']}`.")
+    if index.get("decoder_output") == "sample":
+        parts.append(
+            "Images: the decoder's samples at the chains' final `(z, eps_x)` (`decoder_output=\"sample\"`), not "
+            'VAEBM\'s decoder means; `pipe(..., decoder_output="mean")` gives those.'
+        )
     for name in entries:
         config = _read_config(folder / name)
         parts.append(

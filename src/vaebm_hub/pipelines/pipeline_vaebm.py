@@ -72,7 +72,7 @@ def check_decoder_output(decoder_output: str, pixel_noise: bool, vae: ModelMixin
         why = "this VAE's decoder has no pixel noise" if vae.noise_dim == vae.latent_dim else "pixel_noise=False"
         raise ValueError(
             f"decoder_output='sample' needs chains that move the pixel noise eps_x, but {why}; "
-            "use decoder_output='mean'"
+            "use decoder_output='mean' (trainer: --sample_decoder_output mean)"
         )
 
 
@@ -496,7 +496,7 @@ class VAEBMPipeline(DiffusionPipeline):
             )
             kept = finite_chain_indices(chain.finite, drop_nonfinite)
             latents = chain.state[kept]
-            images = latents if output_type == "latent" else self._decode(latents, temperature, decoder_output)
+            images = latents if output_type == "latent" else self.decode(latents, temperature, decoder_output)
 
         energy_trace = chain.energy_trace[:, kept] if return_energy_trace else None
         images = self._postprocess(images, output_type)
@@ -505,8 +505,15 @@ class VAEBMPipeline(DiffusionPipeline):
             return (images, energy_trace)
         return VAEBMPipelineOutput(images=images, energy_trace=energy_trace, kept=kept)
 
-    def _decode(self, latents: torch.Tensor, temperature: float, decoder_output: str) -> torch.Tensor:
-        """The images of the chains' final ``eps``: the decoder mean of ``z``, or its sample at ``(z, eps_x)``."""
+    @torch.no_grad()
+    def decode(
+        self, latents: torch.Tensor, temperature: float = 1.0, decoder_output: str | None = None
+    ) -> torch.Tensor:
+        """The images (``(B, C, H, W)`` in [0, 1]) of chain states ``latents``, as ``__call__`` returns them: the
+        decoder mean of ``z``, or with ``decoder_output="sample"`` (default: the pipeline's) its sample at
+        ``(z, eps_x)``. For callbacks that show a chain's intermediate states."""
+        decoder_output = self.config.get("decoder_output", "mean") if decoder_output is None else decoder_output
+        check_decoder_output(decoder_output, latents.shape[1] == self.vae.noise_dim, self.vae)
         latents = latents.to(self.vae.dtype)
         if decoder_output == "sample":
             return self.vae.noise_to_data(latents, temperature).x
