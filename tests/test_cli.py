@@ -42,6 +42,10 @@ def test_sample_writes_a_grid(converted, tmp_path, monkeypatch):
     main([*argv, "--num_threads", "1"])
     assert Image.open(out).size == (2 * 32 * 2, 2 * 32 * 2)
     assert thread_settings == [1]
+    means = np.asarray(Image.open(out))
+    main([*argv, "--decoder_output", "sample"])  # the decoder's samples at the same chains' final state
+    samples = np.asarray(Image.open(out))
+    assert samples.shape == means.shape and not np.array_equal(samples, means)
 
 
 def test_zero_energy_pipeline_samples_the_vae_target():

@@ -14,6 +14,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from .constants import DECODER_OUTPUTS
+
 
 def _convert(args: argparse.Namespace) -> None:
     from .convert.pipeline import convert_official
@@ -45,6 +47,7 @@ def _sample(args: argparse.Namespace) -> None:
         step_size=args.step_size,
         temperature=args.temperature,
         potential=args.potential,
+        decoder_output=args.decoder_output,
         generator=torch.Generator().manual_seed(args.seed),
         output_type="pt",
     )
@@ -206,6 +209,12 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--temperature", type=float, default=1.0, help="the VAE prior's temperature (1 = the paper)")
     sample.add_argument(
         "--potential", choices=["exact", "official"], default=None, help="Langevin potential (default: the saved one)"
+    )
+    sample.add_argument(
+        "--decoder_output",
+        choices=DECODER_OUTPUTS,
+        default=None,
+        help="the images: decoder means (VAEBM) or decoder samples at the chains' final state (default: saved one)",
     )
     sample.add_argument("--seed", type=int, default=0, help="seed of the torch.Generator of every draw")
     sample.add_argument("--dtype", choices=DTYPES, default="float32", help="the networks' precision")
