@@ -83,6 +83,59 @@ def test_sample_x_space_starts_from_vae_decoder_means():
     assert pipe.scheduler.num_inference_steps == before  # the pipeline's own scheduler is untouched
 
 
+def test_x_space_chains_start_from_the_decoder_samples_a_sample_pipeline_shows():
+    """With ``decoder_output="sample"`` both samplers start from ``T_x(z, eps_x)`` at the same noise, not from the
+    decoder means: the pipeline's K = 0 images and the x-space sampler's are identical."""
+    pipe = VAEBMPipeline.from_pipe(make_tiny_pipeline(), decoder_output="sample")
+    latents = pipe.vae.sample_noise(3, generator=torch.Generator().manual_seed(0))
+    start = sample_x_space(pipe.vae, pipe.ebm, pipe.scheduler, latents, 0, decoder_output="sample")
+    torch.testing.assert_close(start, pipe.vae.noise_to_data(latents).x)
+    assert not torch.allclose(start, pipe.vae.generate(latents))
+    sampler = XSpaceSampler.from_pipeline(pipe)
+    assert sampler.decoder_output == "sample"
+    seed = torch.Generator().manual_seed(3)
+    x_start = sampler(3, num_inference_steps=0, generator=seed, output_type="pt").images
+    vae_images = pipe(3, num_inference_steps=0, generator=torch.Generator().manual_seed(3), output_type="pt").images
+    torch.testing.assert_close(x_start, vae_images)
+    with pytest.raises(ValueError, match="needs chains that move the pixel noise"):
+        no_eps_x = latents[:, : pipe.vae.latent_dim]
+        sample_x_space(pipe.vae, pipe.ebm, pipe.scheduler, no_eps_x, 0, decoder_output="sample")
+
+
+def test_the_trainers_x_space_chains_start_from_the_saved_pipelines_images(tmp_path, monkeypatch):
+    """``--sampling_space x`` on the digits preset (decoder samples): the training chains start from the decoder's
+    samples of their noise, and the saved pipeline makes the x-space sampler start from them too."""
+    from vaebm_hub.training import ebm_stage
+
+    starts = []
+
+    def recording_chain(ebm, x, scheduler, **kwargs):
+        starts.append(x.clone())
+        return x_space_chain(ebm, x, scheduler, **kwargs)
+
+    decoded, decode_noise = [], ebm_stage.decode_noise
+
+    def recording_decode(vae, eps, decoder_output="mean", temperature=1.0):
+        decoded.append((decoder_output, vae.noise_to_data(eps).x, vae.generate(eps)))
+        return decode_noise(vae, eps, decoder_output, temperature)
+
+    monkeypatch.setattr(ebm_stage, "x_space_chain", recording_chain)
+    monkeypatch.setattr(ebm_stage, "decode_noise", recording_decode)
+    flags = [
+        "--dataset_name", "digits", "--vae_max_train_steps", "1", "--train_batch_size", "4", "--ebm_n_channel", "4",
+        "--langevin_steps", "1", "--sample_langevin_steps", "1", "--num_sample_images", "2", "--data_init_batches",
+        "1", "--report_to", "none", "--ebm_max_train_steps", "1", "--sampling_space", "x",
+        "--output_dir", str(tmp_path / "run"),
+    ]  # fmt: skip
+    assert main(flags) == 0
+    assert starts and len(decoded) == len(starts)
+    for x, (kind, sample, mean) in zip(starts, decoded):
+        assert kind == "sample"
+        torch.testing.assert_close(x, sample)
+        assert not torch.allclose(x, mean)
+    assert XSpaceSampler.from_pipeline(VAEBMPipeline.from_pretrained(tmp_path / "run")).decoder_output == "sample"
+
+
 def test_sampling_space_flag_defaults_to_eps_and_x_turns_the_replay_buffer_off():
     def ebm_settings(flags):
         return resolve_preset(parse_args(flags), (1, 8, 8)).ebm_training

@@ -3,8 +3,9 @@ MCMC initialised from NVAE samples scores FID 48.89 against VAEBM's 12.96).
 
 At CPU scale, on 8x8 digits: the ablation's EBM is trained by the package trainer with ``--sampling_space x`` on the
 same frozen VAE as VAEBM (same steps, step size and chain length K = 10 during training) and sampled with
-:class:`~vaebm_hub.pipelines.x_space.XSpaceSampler` from the same initial noise as VAEBM; both are compared at every K,
-in the classifier's features (FD_clf) and in the fixed random embedding (FD_rand).
+:class:`~vaebm_hub.pipelines.x_space.XSpaceSampler` from the same initial noise as VAEBM, its chains (in training too)
+starting from the images the VAEBM pipeline shows at K = 0 (for ``digits`` the decoder's samples); both are compared
+at every K, in the classifier's features (FD_clf) and in the fixed random embedding (FD_rand).
 """
 
 from __future__ import annotations

@@ -67,9 +67,9 @@ def _gain(r: dict, result_dir: Path, docs_dir: Path) -> list[str]:
 def _sampling_space(r: dict, result_dir: Path, docs_dir: Path) -> list[str]:
     lines = [
         f"{r['dataset']}, {r['num_samples']} samples per row; both EBMs trained on the same frozen VAE. The eps-space "
-        "rows are the pipeline's images (for `digits` the decoder's samples, `decoder_output=\"sample\"`); the "
-        "x-space chains start from decoder means, so their K = 0 rows differ, and part of any margin at small K is "
-        "the kind of image.",
+        "rows are the pipeline's images, and the x-space chains start from the same images of the same noise (for "
+        '`digits` the decoder\'s samples, `decoder_output="sample"`, in training and sampling alike), so both K = 0 '
+        "rows are the VAE's.",
         "",
         "| sampling space | K | FD_clf | FD_clf − floor | FD_rand − floor | precision | recall | sampling s |",
         "|---|---|---|---|---|---|---|---|",

@@ -521,11 +521,6 @@ def check_preset(preset: Preset) -> None:
     output = preset.sampling.decoder_output
     if output not in DECODER_OUTPUTS:
         raise ValueError(f"--sample_decoder_output must be one of {', '.join(DECODER_OUTPUTS)}, got {output!r}.")
-    if output == "sample" and (s2.sampling_space == "x" or not s2.pixel_noise):
-        raise ValueError(
-            "--sample_decoder_output sample needs eps-space chains that move the pixel noise eps_x; with "
-            "--sampling_space x or --no-langevin_pixel_noise use mean."
-        )
     if s2.sampling_space == "x" and s2.use_buffer:
         raise ValueError("--use_buffer replays noise-space chains; drop it with --sampling_space x.")
     if s2.sampling_space == "x" and (s2.metropolis or preset.sampling.metropolis):

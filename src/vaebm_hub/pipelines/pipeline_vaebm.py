@@ -25,11 +25,12 @@ from huggingface_hub.errors import (
 )
 from huggingface_hub.utils import validate_repo_id
 
-from ..constants import DECODER_OUTPUTS, HUB_ALLOW_PATTERNS, LIBRARY_NAME
+from ..constants import HUB_ALLOW_PATTERNS, LIBRARY_NAME
 from ..models.layers import frozen, set_channels_last
 from ..schedulers.scheduling_langevin import LangevinScheduler
 from ..utils import as_count, as_real, eval_mode
 from .checks import remote_code_components, verify_saved_pipeline
+from .decoding import check_decoder_output, decode_noise
 from .langevin_chain import NonFiniteChainError, finite_chain_indices, langevin_chain
 from .output import VAEBMPipelineOutput, samples_to_numpy
 from .potential import POTENTIALS, potential_and_grad, vaebm_potential
@@ -61,19 +62,6 @@ EXAMPLE_DOC_STRING = """
         (4, 8, 8, 1)
         ```
 """
-
-
-def check_decoder_output(decoder_output: str, pixel_noise: bool, vae: ModelMixin) -> None:
-    """A ``ValueError`` naming the fix unless ``decoder_output`` is one of :data:`DECODER_OUTPUTS` and, for
-    ``"sample"``, the chains carry the pixel noise ``eps_x`` that a decoder sample needs."""
-    if decoder_output not in DECODER_OUTPUTS:
-        raise ValueError(f"decoder_output must be one of {DECODER_OUTPUTS}, got {decoder_output!r}")
-    if decoder_output == "sample" and not (pixel_noise and vae.noise_dim > vae.latent_dim):
-        why = "this VAE's decoder has no pixel noise" if vae.noise_dim == vae.latent_dim else "pixel_noise=False"
-        raise ValueError(
-            f"decoder_output='sample' needs chains that move the pixel noise eps_x, but {why}; "
-            "use decoder_output='mean' (trainer: --sample_decoder_output mean)"
-        )
 
 
 class VAEBMPipeline(DiffusionPipeline):
@@ -513,11 +501,7 @@ class VAEBMPipeline(DiffusionPipeline):
         decoder mean of ``z``, or with ``decoder_output="sample"`` (default: the pipeline's) its sample at
         ``(z, eps_x)``. For callbacks that show a chain's intermediate states."""
         decoder_output = self.config.get("decoder_output", "mean") if decoder_output is None else decoder_output
-        check_decoder_output(decoder_output, latents.shape[1] == self.vae.noise_dim, self.vae)
-        latents = latents.to(self.vae.dtype)
-        if decoder_output == "sample":
-            return self.vae.noise_to_data(latents, temperature).x
-        return self.vae.generate(latents, temperature)
+        return decode_noise(self.vae, latents, decoder_output, temperature)
 
     def _postprocess(self, images: torch.Tensor, output_type: str):
         if output_type in ("latent", "pt"):

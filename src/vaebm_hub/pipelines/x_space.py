@@ -6,10 +6,12 @@ samples an energy-based model directly on ``x``:
     U(x) = E_psi(x),        x_{t+1} = clip(x_t - (eta_t / 2) dE/dx(x_t) + s sqrt(eta_t) xi),   xi ~ N(0, I)
 
 with the same :class:`LangevinScheduler` arithmetic, its chains started from VAE samples ``x_0 = mean p(x | z)``,
-``z = T_z(eps)`` (the decoder means), and ``clip`` keeping images in ``[0, 1]`` (``clip_range=None`` turns it off,
-e.g. for vector data). The trainer uses :func:`x_space_chain` for its negatives with ``--sampling_space x``, and
-evaluation uses :func:`sample_x_space` (or :class:`XSpaceSampler`, which takes a pipeline's call arguments), so both
-run the identical chain.
+``z = T_z(eps)`` (the decoder means, the paper's), or with ``decoder_output="sample"`` the decoder's samples
+``T_x(z, eps_x)`` (the images a pipeline with that setting shows at K = 0, so both samplers start from the same
+images), and ``clip`` keeping images in ``[0, 1]`` (``clip_range=None`` turns it off, e.g. for vector data). The
+trainer uses :func:`x_space_chain` for its negatives with ``--sampling_space x``, and evaluation uses
+:func:`sample_x_space` (or :class:`XSpaceSampler`, which takes a pipeline's call arguments), so both run the
+identical chain.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import torch
 from torch import nn
 
 from ..schedulers.scheduling_langevin import LangevinScheduler
+from .decoding import decode_noise
 from .langevin_chain import finite_chain_indices, langevin_chain
 from .output import VAEBMPipelineOutput, samples_to_numpy
 
@@ -67,13 +70,15 @@ def sample_x_space(
     *,
     generator: torch.Generator | None = None,
     clip_range: tuple[float, float] | None = IMAGE_RANGE,
+    decoder_output: str = "mean",
 ) -> torch.Tensor:
-    """Samples ``(B, ...)`` of the x-space EBM: decode ``latents`` (B, vae.noise_dim) to the VAE's decoder means,
-    then ``num_inference_steps`` Langevin steps on ``E(x)`` (0 steps = the VAE's own samples).
+    """Samples ``(B, ...)`` of the x-space EBM: decode ``latents`` (B, vae.noise_dim) to the VAE's decoder means (or
+    with ``decoder_output="sample"`` its decoder samples), then ``num_inference_steps`` Langevin steps on ``E(x)``
+    (0 steps = the VAE's own samples).
 
     ``scheduler`` supplies the step size and noise scale; its timesteps are reset to ``num_inference_steps`` on a copy.
     """
-    x = vae.generate(latents)
+    x = decode_noise(vae, latents, decoder_output)
     if num_inference_steps == 0:
         return x
     chain = LangevinScheduler.from_config(scheduler.config)
@@ -88,17 +93,22 @@ class XSpaceSampler:
     :func:`vaebm_hub.evaluation.sample_images`) drive it unchanged.
 
     The initial noise is drawn exactly as the pipeline draws it (``vae.sample_noise(batch_size, generator=...)``), so
-    with the same generator both samplers start from identical VAE samples. ``output_type`` is ``"np"`` (``(B, H, W,
-    C)`` for images, ``(B, D)`` for vectors) or ``"pt"`` (``(B, C, H, W)`` / ``(B, D)``).
+    with the same generator both samplers start from identical VAE samples: the decoder means, or with
+    ``decoder_output="sample"`` (:meth:`from_pipeline` takes the pipeline's) the decoder's samples. ``output_type``
+    is ``"np"`` (``(B, H, W, C)`` for images, ``(B, D)`` for vectors) or ``"pt"`` (``(B, C, H, W)`` / ``(B, D)``).
     """
 
-    def __init__(self, vae: nn.Module, ebm: nn.Module, scheduler: LangevinScheduler) -> None:
+    def __init__(
+        self, vae: nn.Module, ebm: nn.Module, scheduler: LangevinScheduler, decoder_output: str = "mean"
+    ) -> None:
         self.vae, self.ebm, self.scheduler = vae.eval(), ebm.eval(), scheduler
+        self.decoder_output = decoder_output
 
     @classmethod
     def from_pipeline(cls, pipe) -> XSpaceSampler:
-        """The x-space sampler of a saved pipeline's VAE, energy network and scheduler (step size, noise scale)."""
-        return cls(pipe.vae, pipe.ebm, pipe.scheduler)
+        """The x-space sampler of a saved pipeline's VAE, energy network, scheduler (step size, noise scale) and
+        ``decoder_output`` (the images its chains start from)."""
+        return cls(pipe.vae, pipe.ebm, pipe.scheduler, pipe.config.get("decoder_output", "mean"))
 
     def __call__(
         self,
@@ -118,6 +128,7 @@ class XSpaceSampler:
             )
         clip = IMAGE_RANGE if len(self.vae.data_shape) == 3 else None
         x = sample_x_space(
-            self.vae, self.ebm, self.scheduler, latents, num_inference_steps, generator=generator, clip_range=clip
-        )
+            self.vae, self.ebm, self.scheduler, latents, num_inference_steps,
+            generator=generator, clip_range=clip, decoder_output=self.decoder_output,
+        )  # fmt: skip
         return VAEBMPipelineOutput(images=samples_to_numpy(x) if output_type == "np" else x)

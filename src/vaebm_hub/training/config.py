@@ -626,9 +626,7 @@ def resolve_preset(
             step_size=_first(c.sample_step_size, c.langevin_step_size),
             # x-space chains clip images, which MALA cannot: a preset's MALA sampler is dropped for them
             metropolis=_first(c.sample_metropolis, c.langevin_metropolis, False if sampling_space == "x" else None),
-            # a decoder sample needs eps-space chains that move eps_x: a preset's is dropped for the others
-            decoder_output=_first(
-                c.sample_decoder_output, "mean" if sampling_space == "x" or c.langevin_pixel_noise is False else None
-            ),
+            # a decoder sample needs chains that carry eps_x: a preset's is dropped without pixel noise
+            decoder_output=_first(c.sample_decoder_output, "mean" if c.langevin_pixel_noise is False else None),
         ),
     )

@@ -21,8 +21,9 @@ One iteration (vaebm_reference.md §1-§2), for a data batch ``x+`` of size B:
 The energy network gets a data-dependent initialisation from the first batches before training starts.
 
 ``sampling_space="x"`` trains the paper's ablation instead (Table 4, "EBM on x only"): step 2 becomes K Langevin steps
-on ``E(x)`` in data space from the decoder means of fresh ``eps`` (:func:`vaebm_hub.pipelines.x_space.x_space_chain`),
-and the negatives are the final ``x``; there is no replay buffer.
+on ``E(x)`` in data space from the decoder means of fresh ``eps`` (with the sampling setting
+``decoder_output="sample"`` the decoder's samples; :func:`vaebm_hub.pipelines.x_space.x_space_chain`), and the
+negatives are the final ``x``; there is no replay buffer.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from ..models.layers import frozen
+from ..pipelines.decoding import decode_noise
 from ..pipelines.langevin_chain import ChainOutput, NonFiniteChainError, langevin_chain
 from ..pipelines.potential import potential_and_grad
 from ..pipelines.step_size import suggest_step_size
@@ -211,10 +213,10 @@ class EBMStage(TrainingStage):
     def run_chains(self, eps: torch.Tensor) -> ChainOutput:
         """K Langevin steps from ``eps`` (:func:`~vaebm_hub.pipelines.langevin_chain.langevin_chain`; a chain that
         reaches NaN/Inf keeps its last finite state and is flagged in ``finite``). With ``sampling_space="x"`` the
-        state is the image ``x``, started from the decoder means of ``eps``."""
+        state is the image ``x``, started from the images of ``eps`` the pipeline's ``decoder_output`` names."""
         with torch.autocast(eps.device.type, enabled=False), frozen(self.ebm):  # gradients to the state only
             if self.settings.sampling_space == "x":
-                x = self.vae.generate(eps)
+                x = decode_noise(self.vae, eps, self.sampling.decoder_output)
                 state, finite = x_space_chain(
                     self.ebm, x, self.langevin, generator=self.generator, clip_range=self.clip_range
                 )

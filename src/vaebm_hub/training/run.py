@@ -32,7 +32,7 @@ from ..hub import add_remote_code
 from ..hub.push import create_repo_early
 from ..models import zero_energy_
 from ..models.layers import set_channels_last
-from ..pipelines.pipeline_vaebm import check_decoder_output
+from ..pipelines.decoding import check_decoder_output
 from ..presets import PRESETS, Preset
 from .checkpointing import (
     CHECKPOINT_PREFIX,
