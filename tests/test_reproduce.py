@@ -156,6 +156,23 @@ def test_a_changed_preset_invalidates_the_cached_run(fast_run, monkeypatch):
     assert not runs._cached(folder, settings)  # the old code compared the flags alone and reused the stale run
 
 
+def test_claim_2_starts_both_spaces_from_the_same_images_and_refuses_a_stale_x_space_run(fast_run, tmp_path):
+    from reproduction import claim_sampling_space
+    from reproduction.context import Context
+
+    from vaebm_hub import VAEBMPipeline
+
+    root, results = fast_run
+    rows = {(r["space"], r["langevin_steps"]): r for r in results[2]["rows"]}
+    assert results[2]["decoder_output"] == "sample"  # the digits preset's images
+    assert rows["eps", 0]["fd_clf"] == pytest.approx(rows["x", 0]["fd_clf"], rel=1e-5)  # the same K = 0 images
+    context = Context(fast=True, cache_dir=root / "cache", output_dir=tmp_path)
+    stale = VAEBMPipeline.from_pipe(context.pipeline("digits_x_space"), decoder_output="mean")
+    context._pipelines["digits_x_space"] = stale  # an x-space run trained when its chains started from means
+    with pytest.raises(RuntimeError, match="delete .*digits_x_space-fast to retrain it"):
+        claim_sampling_space.run(context)
+
+
 def test_gap_closed_is_the_share_of_the_vae_gap_removed_by_the_best_chain():
     rows = [{"langevin_steps": 0, "fd_minus_floor": 20.0}, {"langevin_steps": 10, "fd_minus_floor": 8.0},
             {"langevin_steps": 30, "fd_minus_floor": 5.0}]  # fmt: skip

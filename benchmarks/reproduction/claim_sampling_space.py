@@ -32,6 +32,12 @@ def run(ctx: Context) -> dict:
     num_samples = ctx.size(full=359, fast=40)
     eps_rows = ctx.evaluation(DATASET, DATASET, num_samples, chain_lengths)["rows"]
     sampler = XSpaceSampler.from_pipeline(ctx.pipeline(f"{DATASET}_x_space"))
+    shown = ctx.pipeline(DATASET).config.get("decoder_output", "mean")
+    if sampler.decoder_output != shown:  # e.g. a cached x-space run trained before the pipeline's setting changed
+        raise RuntimeError(
+            f"the x-space chains start from decoder {sampler.decoder_output}s but the eps-space pipeline shows decoder "
+            f"{shown}s, so their K = 0 rows differ: delete {ctx.run_folder(f'{DATASET}_x_space')} to retrain it."
+        )
     reference = load_array_dataset(DATASET, "test")[0]
     rows = [{"space": "eps", **{key: row[key] for key in ROW_KEYS}} for row in eps_rows]
     for k in chain_lengths:
@@ -47,6 +53,7 @@ def run(ctx: Context) -> dict:
         "target": TARGET,
         "dataset": DATASET,
         "num_samples": num_samples,
+        "decoder_output": shown,
         "rows": rows,
         "eps_better_at_k": {str(k): v for k, v in eps_better.items()},
         "target_met": all(eps_better.values()),
