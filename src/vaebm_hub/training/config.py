@@ -324,7 +324,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--sample_decoder_output",
         choices=DECODER_OUTPUTS,
         help="The saved pipeline's images: the decoder mean of the chains' final z (VAEBM), or the decoder's sample "
-        "at their final (z, eps_x) (needs pixel noise). Default: the preset's.",
+        "at their final (z, eps_x) (needs pixel noise). With --sampling_space x, also the images the chains start "
+        "from. Default: the preset's.",
     )
     g.add_argument(
         "--potential",
@@ -335,7 +336,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--sampling_space",
         choices=SAMPLING_SPACES,
         help="eps: VAEBM's Langevin chains in the VAE's noise space (default). x: the paper's ablation, an EBM on x "
-        "alone with chains in data space on E(x), started from VAE decoder means (no replay buffer).",
+        "alone with chains in data space on E(x), started from the VAE's images of --sample_decoder_output (decoder "
+        "means or samples; no replay buffer).",
     )
     g.add_argument("--use_buffer", action=argparse.BooleanOptionalAction, help="Replay buffer of eps_z.")
     g.add_argument("--buffer_size", type=int, help="Capacity of the eps_z replay buffer.")
