@@ -32,9 +32,9 @@ from pathlib import Path
 
 import torch
 from reproduction import claim_gain
-from reproduction.claim_wall_time import COMMAND, DATASET, DIRECT_RESULT, preset_record
+from reproduction.claim_wall_time import COMMAND, DATASET, DIRECT_RESULT
 from reproduction.results_doc import minutes
-from reproduction.runs import load_pipeline
+from reproduction.runs import load_pipeline, preset_record
 
 from vaebm_hub.evaluation import evaluate_pipeline
 from vaebm_hub.training.run import available_cores
@@ -163,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
         "cores": cores,
         "device": "cuda" if torch.cuda.is_available() else "cpu",  # what `accelerate config default` picks
         "torch": torch.__version__,
-        "preset": preset_record(),
+        "preset": preset_record(DATASET),
         **time_command(output_dir, args.threads, tuple(args.train_args)),
     }
     if args.score:

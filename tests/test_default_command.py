@@ -10,16 +10,17 @@ from pathlib import Path
 import default_command
 import pytest
 from reproduction import claim_wall_time
-from reproduction.claim_wall_time import COMMAND, DIRECT_RESULT, direct_result, preset_record
+from reproduction.claim_wall_time import COMMAND, DATASET, DIRECT_RESULT, direct_result
 from reproduction.context import Context
 from reproduction.results_doc import SECTIONS
+from reproduction.runs import preset_record
 
 SPACE = {"gap_closed": 0.8, "best_langevin_steps": 30, "longest_no_worse": True}
 VERDICT = {"vae_confident_fraction": 0.6, "spaces": {"clf": SPACE, "rand": SPACE}, "met": True}
 
 
 def write_direct(folder: Path, **changes) -> None:
-    result = {"command": COMMAND, "preset": preset_record(), "seconds": 1500.0, "stage_1_seconds": 900.0,
+    result = {"command": COMMAND, "preset": preset_record(DATASET), "seconds": 1500.0, "stage_1_seconds": 900.0,
               "stage_2_seconds": 600.0, "threads": 2, "machine": "x86_64, 2 physical cores", "cores": 2,
               "device": "cpu", "torch": "2.13.0", "launched_as": "accelerate launch ...",
               "rows": [{"langevin_steps": 0}, {"langevin_steps": 100}], "verdict": VERDICT}  # fmt: skip
@@ -30,8 +31,16 @@ def test_a_direct_result_counts_only_for_the_scored_bare_command_on_2_cpu_cores_
     assert direct_result(tmp_path) == (None, "missing")
     write_direct(tmp_path)
     assert direct_result(tmp_path)[1] == "current"
-    stale_preset = {**preset_record(), "ebm_training": {**preset_record()["ebm_training"], "max_train_steps": 1}}
+    current = preset_record(DATASET)
+    # a record written before a section field existed describes the same run when the field is at its default
+    older = {**current, "sampling": {k: v for k, v in current["sampling"].items() if k != "decoder_output"}}
+    write_direct(tmp_path, preset=older)
+    assert direct_result(tmp_path)[1] == "current"  # was "stale": the comparison ignored the field's default
+    dropped = "bernoulli_negative_fraction"  # 0.5 in mnist's preset, 0 by default
+    not_default = {**current, "ebm_training": {k: v for k, v in current["ebm_training"].items() if k != dropped}}
+    stale_preset = {**current, "ebm_training": {**current["ebm_training"], "max_train_steps": 1}}
     for changes, state in (
+        (dict(preset=not_default), "stale"),  # a missing field counts as its default, not as the current value
         (dict(preset=stale_preset), "stale"),
         (dict(command=COMMAND + " --ebm_max_train_steps 1"), "other command"),
         (dict(verdict=None), "unscored"),

@@ -156,6 +156,27 @@ def test_a_changed_preset_invalidates_the_cached_run(fast_run, monkeypatch):
     assert not runs._cached(folder, settings)  # the old code compared the flags alone and reused the stale run
 
 
+def test_a_cache_record_written_before_a_preset_field_existed_still_matches_at_the_fields_default(fast_run):
+    from reproduction import runs
+
+    root, _ = fast_run
+    folder = root / "cache" / "digits-fast"
+    settings = runs.trainer_settings(RUNS["digits"], root / "cache", fast=True)
+    path = folder / FLAGS_FILE
+    written = path.read_text()
+    record = json.loads(written)
+    try:
+        for section, field, still_cached in (
+            ("ebm_training", "ema_decay", True),  # the digits preset keeps the default (0: no EMA)
+            ("sampling", "decoder_output", False),  # digits sets "sample", not the default "mean"
+        ):
+            older = {**record["preset"], section: {k: v for k, v in record["preset"][section].items() if k != field}}
+            path.write_text(json.dumps({**record, "preset": older}))
+            assert runs._cached(folder, settings) is still_cached  # the first was False: an exact comparison
+    finally:
+        path.write_text(written)
+
+
 def test_claim_2_starts_both_spaces_from_the_same_images_and_refuses_a_stale_x_space_run(fast_run, tmp_path):
     from reproduction import claim_sampling_space
     from reproduction.context import Context

@@ -35,8 +35,9 @@ def run(ctx: Context) -> dict:
     shown = ctx.pipeline(DATASET).config.get("decoder_output", "mean")
     if sampler.decoder_output != shown:  # e.g. a cached x-space run trained before the pipeline's setting changed
         raise RuntimeError(
-            f"the x-space chains start from decoder {sampler.decoder_output}s but the eps-space pipeline shows decoder "
-            f"{shown}s, so their K = 0 rows differ: delete {ctx.run_folder(f'{DATASET}_x_space')} to retrain it."
+            f"the x-space chains start from decoder {sampler.decoder_output}s but the eps-space pipeline shows "
+            f"decoder {shown}s, so their K = 0 rows differ: delete {ctx.run_folder(f'{DATASET}_x_space')} to retrain "
+            "it."
         )
     reference = load_array_dataset(DATASET, "test")[0]
     rows = [{"space": "eps", **{key: row[key] for key in ROW_KEYS}} for row in eps_rows]

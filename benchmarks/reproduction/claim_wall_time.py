@@ -15,11 +15,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from vaebm_hub.presets import get_preset
-
 from . import claim_gain
 from .context import Context
-from .runs import recorded_train_seconds
+from .runs import recorded_train_seconds, same_preset
 
 TITLE = "The default MNIST command trains in 30 minutes and reaches claim 1's MNIST row"
 COMMAND = "accelerate launch examples/train.py --dataset_name mnist --output_dir m"  # the README's, no other flag
@@ -27,11 +25,6 @@ TARGET_SECONDS, TARGET_CORES = 30 * 60, 2
 TARGET = f"{COMMAND}: <= 30 min on {TARGET_CORES} cores, and claim 1 is met on MNIST"
 DATASET = "mnist"
 DIRECT_RESULT = "default_command.json"  # written by benchmarks/default_command.py
-
-
-def preset_record() -> dict:
-    """The ``mnist`` preset as JSON sees it (tuples become lists): what a direct result must match."""
-    return json.loads(json.dumps(get_preset(DATASET).to_dict()))
 
 
 def direct_result(result_dir: Path) -> tuple[dict | None, str]:
@@ -43,7 +36,7 @@ def direct_result(result_dir: Path) -> tuple[dict | None, str]:
         return None, "missing"
     result = json.loads(path.read_text())
     checks = (
-        ("stale", result.get("preset") == preset_record()),
+        ("stale", same_preset(result.get("preset"), DATASET)),
         ("other command", result.get("command") == COMMAND),
         ("unscored", "verdict" in result),
         ("other machine", result.get("device") == "cpu" and result.get("cores") == TARGET_CORES),

@@ -197,7 +197,7 @@ def _earlier_commands(results: dict[int, dict], command: str) -> list[str]:
     sources = "; ".join(
         f"claim{'s' if len(c) > 1 else ''} {', '.join(map(str, c))}: `{cmd}`" for cmd, c in by_command.items()
     )
-    return ["", f"The other claims' results are those of earlier commands, kept in their JSON files ({sources})."]
+    return ["", f"The other claims' results are those of other commands, kept in their JSON files ({sources})."]
 
 
 def results_markdown(results: dict[int, dict], meta: dict, result_dir: Path, docs_dir: Path) -> str:
@@ -218,8 +218,13 @@ def results_markdown(results: dict[int, dict], meta: dict, result_dir: Path, doc
         + ", ".join(_train_time(k, v) for k, v in meta["train_seconds"].items())
         + " (* = loaded from the cache in `outputs/reproduce/`; the time is that of the run that trained it). Every "
         "run uses the package trainer (`vaebm_hub.training.main`) with seed 0; the runs are listed in "
-        "`benchmarks/reproduction/runs.py`. The 2-core machine was shared with other jobs, so times are "
-        f"upper bounds. From scratch (training + evaluation) the command takes about {_total_minutes(meta):.0f} min.",
+        "`benchmarks/reproduction/runs.py`. "
+        + (
+            "Each run's time is an upper bound: it shared the machine with the other workers' tasks. "
+            if meta.get("workers", 2) > 1
+            else ""
+        )
+        + f"From scratch (training + evaluation) the command takes about {_total_minutes(meta):.0f} min.",
         *_earlier_commands(results, command),
         "",
         "FD_clf is the Fréchet distance in the features of a small classifier trained on the same dataset — **not "

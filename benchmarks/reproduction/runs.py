@@ -10,6 +10,7 @@ runs a command needs into tasks for :func:`.schedule.run_tasks`, each trained in
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from collections.abc import Iterable
@@ -19,7 +20,7 @@ from pathlib import Path
 import torch
 
 from vaebm_hub.pipelines import VAEBMPipeline
-from vaebm_hub.presets import get_preset
+from vaebm_hub.presets import EBMTraining, Sampling, VAETraining, get_preset
 from vaebm_hub.training import train as train_pipeline
 
 from .schedule import Task
@@ -74,20 +75,40 @@ def trainer_settings(run: TrainingRun, cache_dir: Path, fast: bool) -> dict:
     return {**settings, **(FAST if fast else {})}
 
 
+PRESET_SECTIONS = {"vae_training": VAETraining, "ebm_training": EBMTraining, "sampling": Sampling}
+
+
+def preset_record(dataset: str) -> dict:
+    """Dataset ``dataset``'s preset as JSON sees it (tuples become lists)."""
+    return json.loads(json.dumps(get_preset(dataset).to_dict()))
+
+
+def same_preset(recorded: object, dataset: str) -> bool:
+    """Whether a preset recorded by an earlier run (:func:`preset_record`) is ``dataset``'s current one. A section
+    field the record lacks counts as its default: fields are added with the default that keeps the earlier
+    behaviour (e.g. ``Sampling.decoder_output = "mean"``), so such a record still describes the same run."""
+    if not isinstance(recorded, dict):
+        return False
+    filled = dict(recorded)
+    for name, section in PRESET_SECTIONS.items():
+        if isinstance(recorded.get(name), dict):
+            defaults = {f.name: f.default for f in dataclasses.fields(section) if f.default is not dataclasses.MISSING}
+            filled[name] = json.loads(json.dumps({**defaults, **recorded[name]}))
+    return filled == preset_record(dataset)
+
+
 def cache_record(settings: dict) -> dict:
     """What a cached run must match: its trainer settings and the preset they resolve to, so that a change to
     ``vaebm_hub.presets`` retrains the runs it affects instead of reusing stale pipelines."""
-    preset = get_preset(settings["dataset_name"]).to_dict()
-    return {"settings": settings, "preset": json.loads(json.dumps(preset))}  # JSON's view: tuples become lists
+    return {"settings": settings, "preset": preset_record(settings["dataset_name"])}
 
 
 def _cached(folder: Path, settings: dict) -> bool:
-    record = folder / FLAGS_FILE
-    return (
-        (folder / "model_index.json").is_file()
-        and record.is_file()
-        and json.loads(record.read_text()) == cache_record(settings)
-    )
+    path = folder / FLAGS_FILE
+    if not ((folder / "model_index.json").is_file() and path.is_file()):
+        return False
+    record = json.loads(path.read_text())
+    return record.get("settings") == settings and same_preset(record.get("preset"), settings["dataset_name"])
 
 
 def train(name: str, cache_dir: Path, fast: bool = False) -> tuple[Path, float]:
