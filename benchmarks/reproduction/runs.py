@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from vaebm_hub.pipelines import VAEBMPipeline
-from vaebm_hub.presets import EBMTraining, Sampling, VAETraining, get_preset
+from vaebm_hub.presets import get_preset
 from vaebm_hub.training import train as train_pipeline
 
 from .schedule import Task
@@ -75,9 +75,6 @@ def trainer_settings(run: TrainingRun, cache_dir: Path, fast: bool) -> dict:
     return {**settings, **(FAST if fast else {})}
 
 
-PRESET_SECTIONS = {"vae_training": VAETraining, "ebm_training": EBMTraining, "sampling": Sampling}
-
-
 def preset_record(dataset: str) -> dict:
     """Dataset ``dataset``'s preset as JSON sees it (tuples become lists)."""
     return json.loads(json.dumps(get_preset(dataset).to_dict()))
@@ -89,10 +86,12 @@ def same_preset(recorded: object, dataset: str) -> bool:
     behaviour (e.g. ``Sampling.decoder_output = "mean"``), so such a record still describes the same run."""
     if not isinstance(recorded, dict):
         return False
-    filled = dict(recorded)
-    for name, section in PRESET_SECTIONS.items():
-        if isinstance(recorded.get(name), dict):
-            defaults = {f.name: f.default for f in dataclasses.fields(section) if f.default is not dataclasses.MISSING}
+    preset, filled = get_preset(dataset), dict(recorded)
+    for name in (f.name for f in dataclasses.fields(preset)):
+        section = getattr(preset, name)
+        if dataclasses.is_dataclass(section) and isinstance(recorded.get(name), dict):
+            fields = dataclasses.fields(section)
+            defaults = {f.name: f.default for f in fields if f.default is not dataclasses.MISSING}
             filled[name] = json.loads(json.dumps({**defaults, **recorded[name]}))
     return filled == preset_record(dataset)
 
