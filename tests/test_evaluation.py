@@ -241,6 +241,22 @@ def test_corrected_reverse_kl_removes_the_small_sample_bias_of_uniform_draws():
         assert counts["reverse_kl"] > 0.1 and abs(counts["reverse_kl_corrected"]) < 0.03
 
 
+def test_reverse_kl_splits_into_the_channels_marginal_kls_and_their_dependence():
+    # channel 0 always a 3, channels 1 and 2 every pair once: independent channels, the whole KL is channel 0's mix
+    mixed = stacked_mode_count_from_proba(_one_hot_stacks(300 + np.arange(100)))
+    assert mixed["reverse_kl"] == pytest.approx(math.log(10), abs=1e-12)
+    assert mixed["marginal_kl"] == pytest.approx(math.log(10), abs=1e-12)
+    # the three channels always equal: each channel uniform, the whole KL is their dependence (log 100 for 10 modes)
+    tied = stacked_mode_count_from_proba(_one_hot_stacks(111 * np.arange(10)))
+    assert tied["marginal_kl"] == pytest.approx(0.0, abs=1e-12)
+    assert tied["reverse_kl"] == pytest.approx(math.log(100), abs=1e-12)
+    # only kept stacks count: an unsure channel drops its stack from both
+    probs = np.concatenate([_one_hot_stacks(np.array([0, 0])), np.full((1, 3, 10), 0.1)])
+    gated = stacked_mode_count_from_proba(probs)
+    assert gated["kept_fraction"] == pytest.approx(2 / 3) and gated["marginal_kl"] == pytest.approx(3 * math.log(10))
+    assert math.isnan(stacked_mode_count_from_proba(np.full((2, 3, 10), 0.1))["marginal_kl"])
+
+
 def test_class_mix_kl_in_closed_form_per_channel():
     one_hot = np.eye(10)
     samples = one_hot[[0, 0, 1, 2]][:, None]  # (4, 1, 10): half 0s, a quarter each 1s and 2s

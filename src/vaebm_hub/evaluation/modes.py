@@ -51,8 +51,11 @@ def stacked_mode_count(stacks: ArrayLike, classifier: FeatureClassifier, thresho
     """Mode count of (N, C, H, W) stacks: classify each channel; mode = Σ_j c_j · K^(C−1−j) (= 100·c0 + 10·c1 + c2).
 
     A stack is kept only if every channel's top class probability exceeds ``threshold``; without this gate pure noise
-    "covers" hundreds of modes. Returns ``{"modes", "reverse_kl", "reverse_kl_corrected", "kept_fraction"}``, the
-    first three over the kept stacks and K^C modes (the KLs are NaN if nothing is kept).
+    "covers" hundreds of modes. Returns ``{"modes", "reverse_kl", "reverse_kl_corrected", "marginal_kl",
+    "kept_fraction"}``, all but the last over the kept stacks and K^C modes (the KLs are NaN if nothing is kept).
+    ``marginal_kl`` is the sum over channels of each channel's class histogram's plug-in KL to uniform over K:
+    ``reverse_kl`` is exactly that sum plus the total correlation of the channels' labels, so the two say whether a
+    model's KL comes from its channels' mix of classes or from the channels depending on each other.
     """
     if np.ndim(stacks) != 4:
         raise ValueError(f"expected stacks of shape (N, C, H, W), got {np.shape(stacks)}")
@@ -65,8 +68,13 @@ def stacked_mode_count_from_proba(probs: np.ndarray, threshold: float = 0.5) -> 
     num_classes = probs.shape[2]
     kept = (probs.max(axis=2) > threshold).all(axis=1)
     place_values = num_classes ** np.arange(probs.shape[1] - 1, -1, -1)
-    mode_ids = probs[kept].argmax(axis=2) @ place_values
-    return {**_histogram_summary(mode_ids, num_classes ** probs.shape[1]), "kept_fraction": float(kept.mean())}
+    labels = probs[kept].argmax(axis=2)  # (kept, C)
+    marginal_kls = [_histogram_summary(channel, num_classes)["reverse_kl"] for channel in labels.T]
+    return {
+        **_histogram_summary(labels @ place_values, num_classes ** probs.shape[1]),
+        "marginal_kl": float(sum(marginal_kls)),
+        "kept_fraction": float(kept.mean()),
+    }
 
 
 def class_mix_kl(sample_probs: np.ndarray, reference_probs: np.ndarray) -> float:

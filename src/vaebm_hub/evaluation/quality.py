@@ -122,7 +122,7 @@ def sample_quality(
     * ``classifier_accuracy``: the classifier's held-out accuracy; ``num_samples``, ``num_reference``,
       ``num_floor``;
     * stacked datasets add the gated mode count: ``modes``, ``reverse_kl``, ``reverse_kl_corrected``,
-      ``kept_fraction``.
+      ``marginal_kl``, ``kept_fraction``.
 
     ``gaussians25`` (points ``(N, 2)``) gives ``high_quality_fraction``, ``modes_covered``, ``reverse_kl``,
     ``reverse_kl_corrected`` and ``mean_log_density`` of the samples, and the same keys prefixed ``reference_`` for
