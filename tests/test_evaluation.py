@@ -250,10 +250,12 @@ def test_reverse_kl_splits_into_the_channels_marginal_kls_and_their_dependence()
     tied = stacked_mode_count_from_proba(_one_hot_stacks(111 * np.arange(10)))
     assert tied["marginal_kl"] == pytest.approx(0.0, abs=1e-12)
     assert tied["reverse_kl"] == pytest.approx(math.log(100), abs=1e-12)
-    # only kept stacks count: an unsure channel drops its stack from both
-    probs = np.concatenate([_one_hot_stacks(np.array([0, 0])), np.full((1, 3, 10), 0.1)])
-    gated = stacked_mode_count_from_proba(probs)
+    # only kept stacks count: a stack with one unsure channel (its others confident 5s) drops out of both KLs
+    dropped = _one_hot_stacks(np.array([555]))
+    dropped[0, 2] = 0.1
+    gated = stacked_mode_count_from_proba(np.concatenate([_one_hot_stacks(np.array([0, 0])), dropped]))
     assert gated["kept_fraction"] == pytest.approx(2 / 3) and gated["marginal_kl"] == pytest.approx(3 * math.log(10))
+    assert gated["reverse_kl"] == pytest.approx(math.log(1000))
     assert math.isnan(stacked_mode_count_from_proba(np.full((2, 3, 10), 0.1))["marginal_kl"])
 
 

@@ -12,8 +12,8 @@ beside it: at 5000 samples, about 3900 of them kept, the plug-in KL is biased up
 score 0.116), and VAEBM, which keeps more samples than its VAE, gets a smaller bias than the VAE it is compared with.
 On 26,000 draws of the StackedMNIST VAE the plug-in KL is 0.217 and the corrected 0.189, against 0.35 and 0.22 on
 5000 (docs/results.md, "The reverse KL's sample-size bias"). Each row also reports ``marginal_kl``, the part of the
-plug-in KL that is the channels' own class mix (the rest is their labels' dependence): on StackedMNIST it is what
-VAEBM's chains raise (docs/results.md, "Where the remaining gaps come from: the class mix").
+plug-in KL that is the channels' own class mix (the rest is their labels' dependence plus the sample-size bias): on
+StackedMNIST it is what VAEBM's chains raise (docs/results.md, "Where the remaining gaps come from: the class mix").
 """
 
 from __future__ import annotations

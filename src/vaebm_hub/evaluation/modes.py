@@ -52,10 +52,12 @@ def stacked_mode_count(stacks: ArrayLike, classifier: FeatureClassifier, thresho
 
     A stack is kept only if every channel's top class probability exceeds ``threshold``; without this gate pure noise
     "covers" hundreds of modes. Returns ``{"modes", "reverse_kl", "reverse_kl_corrected", "marginal_kl",
-    "kept_fraction"}``, all but the last over the kept stacks and K^C modes (the KLs are NaN if nothing is kept).
-    ``marginal_kl`` is the sum over channels of each channel's class histogram's plug-in KL to uniform over K:
-    ``reverse_kl`` is exactly that sum plus the total correlation of the channels' labels, so the two say whether a
-    model's KL comes from its channels' mix of classes or from the channels depending on each other.
+    "kept_fraction"}``, all but the last over the kept stacks (the KLs are NaN if nothing is kept): the mode count and
+    reverse KLs over K^C modes, and ``marginal_kl``, the sum over channels of each channel's class histogram's plug-in
+    KL to uniform over K. The plug-in ``reverse_kl`` is exactly ``marginal_kl`` plus the plug-in total correlation of
+    the channels' labels, which carries nearly all of the sample-size bias: ``reverse_kl_corrected − marginal_kl`` is
+    the channels' dependence to within about C(K − 1) / (2N). The two say whether a model's KL is its channels' own
+    mix of classes or the channels depending on each other.
     """
     if np.ndim(stacks) != 4:
         raise ValueError(f"expected stacks of shape (N, C, H, W), got {np.shape(stacks)}")
