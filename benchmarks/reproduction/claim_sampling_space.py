@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from vaebm_hub.data import load_array_dataset
 from vaebm_hub.evaluation import sample_images, sample_quality
+from vaebm_hub.pipelines.decoding import pipeline_decoder_output
 from vaebm_hub.pipelines.x_space import XSpaceSampler
 
 from .claim_gain import ROW_KEYS
@@ -32,7 +33,7 @@ def run(ctx: Context) -> dict:
     num_samples = ctx.size(full=359, fast=40)
     eps_rows = ctx.evaluation(DATASET, DATASET, num_samples, chain_lengths)["rows"]
     sampler = XSpaceSampler.from_pipeline(ctx.pipeline(f"{DATASET}_x_space"))
-    shown = ctx.pipeline(DATASET).config.get("decoder_output", "mean")
+    shown = pipeline_decoder_output(ctx.pipeline(DATASET))
     if sampler.decoder_output != shown:  # e.g. a cached x-space run trained before the pipeline's setting changed
         raise RuntimeError(
             f"the x-space chains start from decoder {sampler.decoder_output}s but the eps-space pipeline shows "

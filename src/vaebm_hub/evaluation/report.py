@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from ..data import load_array_dataset
+from ..pipelines.decoding import pipeline_decoder_output
 from .classifier import FeatureClassifier
 from .inputs import MIN_SAMPLES, _check_count, _check_dataset, reference_options
 from .ood import OOD_SETS, make_ood_set
@@ -144,7 +145,7 @@ def evaluate_pipeline(
         "batch_size": batch_size,
         "chain_lengths": lengths,
         "potential": pipe.config.potential,
-        "decoder_output": pipe.config.get("decoder_output", "mean"),
+        "decoder_output": pipeline_decoder_output(pipe),
         "scheduler": {k: v for k, v in pipe.scheduler.config.items() if not k.startswith("_")},
         "versions": _versions(),
     }

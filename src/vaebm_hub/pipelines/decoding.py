@@ -23,6 +23,12 @@ def check_decoder_output(decoder_output: str, pixel_noise: bool, vae: ModelMixin
         )
 
 
+def pipeline_decoder_output(pipe) -> str:
+    """The images ``pipe`` returns unless told otherwise: its ``decoder_output`` setting, or ``"mean"`` (VAEBM's) for a
+    pipeline saved before the setting existed."""
+    return pipe.config.get("decoder_output", "mean")
+
+
 def decode_noise(
     vae: ModelMixin, eps: torch.Tensor, decoder_output: str = "mean", temperature: float = 1.0
 ) -> torch.Tensor:

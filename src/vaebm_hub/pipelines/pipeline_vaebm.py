@@ -30,7 +30,7 @@ from ..models.layers import frozen, set_channels_last
 from ..schedulers.scheduling_langevin import LangevinScheduler
 from ..utils import as_count, as_real, eval_mode
 from .checks import remote_code_components, verify_saved_pipeline
-from .decoding import check_decoder_output, decode_noise
+from .decoding import check_decoder_output, decode_noise, pipeline_decoder_output
 from .langevin_chain import NonFiniteChainError, finite_chain_indices, langevin_chain
 from .output import VAEBMPipelineOutput, samples_to_numpy
 from .potential import POTENTIALS, potential_and_grad, vaebm_potential
@@ -450,7 +450,7 @@ class VAEBMPipeline(DiffusionPipeline):
             num_inference_steps = getattr(self.scheduler.config, "default_num_inference_steps", 0)
         potential = self.config.potential if potential is None else potential
         pixel_noise = self.config.get("pixel_noise", True) if pixel_noise is None else bool(pixel_noise)
-        decoder_output = self.config.get("decoder_output", "mean") if decoder_output is None else decoder_output
+        decoder_output = pipeline_decoder_output(self) if decoder_output is None else decoder_output
         tensor_inputs = callback_on_step_end_tensor_inputs or ["latents"]
         self.check_inputs(
             batch_size, num_inference_steps, step_size, temperature, generator, latents, output_type, potential,
@@ -500,7 +500,7 @@ class VAEBMPipeline(DiffusionPipeline):
         """The images (``(B, C, H, W)`` in [0, 1]) of chain states ``latents``, as ``__call__`` returns them: the
         decoder mean of ``z``, or with ``decoder_output="sample"`` (default: the pipeline's) its sample at
         ``(z, eps_x)``. For callbacks that show a chain's intermediate states."""
-        decoder_output = self.config.get("decoder_output", "mean") if decoder_output is None else decoder_output
+        decoder_output = pipeline_decoder_output(self) if decoder_output is None else decoder_output
         return decode_noise(self.vae, latents, decoder_output, temperature)
 
     def _postprocess(self, images: torch.Tensor, output_type: str):

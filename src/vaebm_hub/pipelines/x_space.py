@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from ..schedulers.scheduling_langevin import LangevinScheduler
-from .decoding import decode_noise
+from .decoding import decode_noise, pipeline_decoder_output
 from .langevin_chain import finite_chain_indices, langevin_chain
 from .output import VAEBMPipelineOutput, samples_to_numpy
 
@@ -108,7 +108,7 @@ class XSpaceSampler:
     def from_pipeline(cls, pipe) -> XSpaceSampler:
         """The x-space sampler of a saved pipeline's VAE, energy network, scheduler (step size, noise scale) and
         ``decoder_output`` (the images its chains start from)."""
-        return cls(pipe.vae, pipe.ebm, pipe.scheduler, pipe.config.get("decoder_output", "mean"))
+        return cls(pipe.vae, pipe.ebm, pipe.scheduler, pipeline_decoder_output(pipe))
 
     def __call__(
         self,
