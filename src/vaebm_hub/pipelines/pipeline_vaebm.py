@@ -123,10 +123,12 @@ class VAEBMPipeline(DiffusionPipeline):
         diffusers' own version matches components by their exact annotated type, which the ``ModelMixin``
         annotations here (any VAE / energy network class, also the remote-code copies) never are."""
         components = {name: kwargs.pop(name, component) for name, component in pipeline.components.items()}
-        settings = {
-            name: kwargs.pop(name, pipeline.config.get(name, default))
-            for name, default in (("potential", "exact"), ("pixel_noise", True), ("decoder_output", "mean"))
+        defaults = {  # the settings' defaults, for pipelines saved before a setting existed
+            name: param.default
+            for name, param in inspect.signature(cls.__init__).parameters.items()
+            if param.default is not inspect.Parameter.empty
         }
+        settings = {name: kwargs.pop(name, pipeline.config.get(name, default)) for name, default in defaults.items()}
         if kwargs:
             raise TypeError(f"from_pipe got unexpected arguments {sorted(kwargs)}; pass components or settings")
         new = cls(**components, **settings)
