@@ -51,18 +51,20 @@ def test_from_pipe_builds_the_same_pipeline():
 
 
 def test_from_pipe_carries_every_setting_and_gives_a_setting_the_source_lacks_its_default():
-    pipe = VAEBMPipeline.from_pipe(make_tiny_pipeline(), potential="official", decoder_output="sample")
-    copy = VAEBMPipeline.from_pipe(pipe, pixel_noise=True)
-    assert (copy.config.potential, copy.config.pixel_noise, copy.config.decoder_output) == ("official", True, "sample")
+    source = VAEBMPipeline.from_pipe(make_tiny_pipeline(), potential="official", pixel_noise=False)
+    copy = VAEBMPipeline.from_pipe(source).config
+    assert (copy.potential, copy.pixel_noise, copy.decoder_output) == ("official", False, "mean")
+    override = VAEBMPipeline.from_pipe(source, potential="exact", decoder_output="sample", pixel_noise=True).config
+    assert (override.potential, override.pixel_noise, override.decoder_output) == ("exact", True, "sample")
 
-    class SavedBeforeTheSettings:  # e.g. a pipeline whose config predates pixel_noise and decoder_output
-        components = pipe.components
-        config = {"potential": "official"}
+    class SavedBeforeTheSettings:  # a pipeline whose config predates every setting
+        components = source.components
+        config = {}
 
     older = VAEBMPipeline.from_pipe(SavedBeforeTheSettings()).config
-    assert (older.potential, older.pixel_noise, older.decoder_output) == ("official", True, "mean")
+    assert (older.potential, older.pixel_noise, older.decoder_output) == ("exact", True, "mean")
     with pytest.raises(TypeError, match="unexpected arguments \\['step_size'\\]"):
-        VAEBMPipeline.from_pipe(pipe, step_size=0.1)
+        VAEBMPipeline.from_pipe(source, step_size=0.1)
 
 
 def test_a_callback_can_interrupt_the_chain_and_read_num_timesteps():

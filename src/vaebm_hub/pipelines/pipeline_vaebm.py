@@ -118,17 +118,17 @@ class VAEBMPipeline(DiffusionPipeline):
     def from_pipe(cls, pipeline: DiffusionPipeline, **kwargs) -> VAEBMPipeline:
         """A new pipeline on the components of ``pipeline`` (no copies), as diffusers' ``from_pipe``; keyword
         arguments replace components (``vae``, ``ebm``, ``scheduler``) or settings (``potential``, ``pixel_noise``,
-        ``decoder_output``).
+        ``decoder_output``). A setting the source's config lacks (a pipeline saved before it existed) takes
+        ``__init__``'s default.
 
         diffusers' own version matches components by their exact annotated type, which the ``ModelMixin``
         annotations here (any VAE / energy network class, also the remote-code copies) never are."""
         components = {name: kwargs.pop(name, component) for name, component in pipeline.components.items()}
-        defaults = {  # the settings' defaults, for pipelines saved before a setting existed
-            name: param.default
-            for name, param in inspect.signature(cls.__init__).parameters.items()
-            if param.default is not inspect.Parameter.empty
+        parameters = inspect.signature(cls.__init__).parameters
+        _, setting_names = cls._get_signature_keys(cls)  # diffusers' split: defaulted parameters less optional modules
+        settings = {
+            name: kwargs.pop(name, pipeline.config.get(name, parameters[name].default)) for name in setting_names
         }
-        settings = {name: kwargs.pop(name, pipeline.config.get(name, default)) for name, default in defaults.items()}
         if kwargs:
             raise TypeError(f"from_pipe got unexpected arguments {sorted(kwargs)}; pass components or settings")
         new = cls(**components, **settings)
