@@ -124,10 +124,10 @@ class VAEBMPipeline(DiffusionPipeline):
         diffusers' own version matches components by their exact annotated type, which the ``ModelMixin``
         annotations here (any VAE / energy network class, also the remote-code copies) never are."""
         components = {name: kwargs.pop(name, component) for name, component in pipeline.components.items()}
-        parameters = inspect.signature(cls.__init__).parameters
-        _, setting_names = cls._get_signature_keys(cls)  # diffusers' split: defaulted parameters less optional modules
-        settings = {
-            name: kwargs.pop(name, pipeline.config.get(name, parameters[name].default)) for name in setting_names
+        settings = {  # as diffusers splits them: the defaulted parameters, less optional modules
+            name: kwargs.pop(name, pipeline.config.get(name, param.default))
+            for name, param in inspect.signature(cls.__init__).parameters.items()
+            if param.default is not inspect.Parameter.empty and name not in cls._optional_components
         }
         if kwargs:
             raise TypeError(f"from_pipe got unexpected arguments {sorted(kwargs)}; pass components or settings")
