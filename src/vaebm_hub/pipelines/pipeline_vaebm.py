@@ -451,7 +451,7 @@ class VAEBMPipeline(DiffusionPipeline):
         if num_inference_steps is None:
             num_inference_steps = getattr(self.scheduler.config, "default_num_inference_steps", 0)
         potential = self.config.potential if potential is None else potential
-        pixel_noise = self.config.get("pixel_noise", True) if pixel_noise is None else bool(pixel_noise)
+        pixel_noise = self.config.pixel_noise if pixel_noise is None else bool(pixel_noise)
         decoder_output = pipeline_decoder_output(self) if decoder_output is None else decoder_output
         tensor_inputs = callback_on_step_end_tensor_inputs or ["latents"]
         self.check_inputs(
