@@ -75,9 +75,14 @@ def trainer_settings(run: TrainingRun, cache_dir: Path, fast: bool) -> dict:
     return {**settings, **(FAST if fast else {})}
 
 
+def _as_json(value: object) -> object:
+    """``value`` as JSON reads it back (tuples become lists)."""
+    return json.loads(json.dumps(value))
+
+
 def preset_record(dataset: str) -> dict:
     """Dataset ``dataset``'s preset as JSON sees it (tuples become lists)."""
-    return json.loads(json.dumps(get_preset(dataset).to_dict()))
+    return _as_json(get_preset(dataset).to_dict())
 
 
 def same_preset(recorded: object, dataset: str) -> bool:
@@ -92,8 +97,8 @@ def same_preset(recorded: object, dataset: str) -> bool:
         if dataclasses.is_dataclass(section) and isinstance(recorded.get(name), dict):
             fields = dataclasses.fields(section)
             defaults = {f.name: f.default for f in fields if f.default is not dataclasses.MISSING}
-            filled[name] = json.loads(json.dumps({**defaults, **recorded[name]}))
-    return filled == preset_record(dataset)
+            filled[name] = _as_json({**defaults, **recorded[name]})
+    return filled == _as_json(preset.to_dict())
 
 
 def cache_record(settings: dict) -> dict:
