@@ -143,9 +143,7 @@ def make_generate(models: dict[str, VAEBMPipeline]):
         )
         start = time.perf_counter()
         generator = torch.Generator().manual_seed(seed)
-        noise = pipe.vae.sample_noise(
-            num_images, generator=generator, pixel_noise=pipe.config.get("pixel_noise", True)
-        )
+        noise = pipe.vae.sample_noise(num_images, generator=generator, pixel_noise=pipe.config.pixel_noise)
         common = {"batch_size": num_images, "temperature": temperature, "output_type": "pt"}
         vae_images = pipe(num_inference_steps=0, latents=noise, **common).images
 
