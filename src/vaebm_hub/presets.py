@@ -291,7 +291,7 @@ _OURS = [
         # 0.93 of FD_rand's, K = 100 no worse in any, -E keeps pixel-shuffled MNIST out (0.999-1.000); 32 channels:
         # 0.70 / 0.61 / 0.69 and 1.00 / 1.05 / 0.72, K = 100 worse in FD_rand in seed 1 (docs/results.md, "MNIST: a
         # 48-channel energy network"). Batch 16 for 1000 iterations (32 for 500 until 2026-12-06, the same images
-        # and chain steps as twice the updates; the default command's stage 2 about 13% longer): on that VAE three
+        # and chain steps as twice the updates; the default command's stage 2 19.4 min against 10.2): on that VAE three
         # seeds close 0.73 / 0.73 / 0.68 of FD_clf's gap and 0.91 / 1.04 / 0.86 of FD_rand's, K = 100 no worse in
         # any, against the preset's 0.72 / 0.69 / 0.71 and 0.73 / 0.67 / 0.98; -E keeps pixel-shuffled MNIST out
         # (0.999 / 1.000); 1400 iterations: 0.72 / 1.00, one seed (docs/results.md, "Where the chains take MNIST's
