@@ -35,6 +35,7 @@ from vaebm_hub.pipelines.langevin_chain import ChainOutput
 from vaebm_hub.pipelines.potential import vaebm_potential
 from vaebm_hub.presets import get_preset, resolve
 from vaebm_hub.training import ebm_stage
+from vaebm_hub.training.config import TrainingConfig
 from vaebm_hub.training.data_stream import BatchStream
 from vaebm_hub.training.ebm_stage import EBMStage, negative_images
 from vaebm_hub.training.loop import LoopOptions, StageRunner
@@ -122,10 +123,12 @@ def dataset_for(spec: dict) -> _Dataset:
 
 
 def runner_for(stage, dataset, output_dir: Path) -> StageRunner:
+    guard = TrainingConfig()  # the trainer's divergence guard, its threshold raised: random models are not diverging
     options = LoopOptions(
         output_dir=output_dir, seed=0, step_offset=0, gradient_accumulation_steps=1, checkpointing_steps=10**9,
         checkpoints_total_limit=None, save_images_steps=None, dataloader_num_workers=0, random_flip=False,
-        divergence_max_retries=3, divergence_lr_factor=0.5, divergence_threshold=1e9,
+        divergence_max_retries=guard.divergence_max_retries, divergence_lr_factor=guard.divergence_lr_factor,
+        divergence_threshold=1e9, divergence_growth_factor=guard.divergence_growth_factor,
     )  # fmt: skip
     return StageRunner(Accelerator(cpu=True), stage, dataset, options)
 
