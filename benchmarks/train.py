@@ -38,7 +38,8 @@ from vaebm_hub.training import ebm_stage
 from vaebm_hub.training.config import TrainingConfig
 from vaebm_hub.training.data_stream import BatchStream
 from vaebm_hub.training.ebm_stage import EBMStage, negative_images
-from vaebm_hub.training.loop import LoopOptions, StageRunner
+from vaebm_hub.training.loop import StageRunner
+from vaebm_hub.training.run import loop_options
 from vaebm_hub.training.vae_stage import VAEStage
 
 RESULTS = Path(__file__).parent / "results"
@@ -123,14 +124,9 @@ def dataset_for(spec: dict) -> _Dataset:
 
 
 def runner_for(stage, dataset, output_dir: Path) -> StageRunner:
-    guard = TrainingConfig()  # the trainer's divergence guard, its threshold raised: random models are not diverging
-    options = LoopOptions(
-        output_dir=output_dir, seed=0, step_offset=0, gradient_accumulation_steps=1, checkpointing_steps=10**9,
-        checkpoints_total_limit=None, save_images_steps=None, dataloader_num_workers=0, random_flip=False,
-        divergence_max_retries=guard.divergence_max_retries, divergence_lr_factor=guard.divergence_lr_factor,
-        divergence_threshold=1e9, divergence_growth_factor=guard.divergence_growth_factor,
-    )  # fmt: skip
-    return StageRunner(Accelerator(cpu=True), stage, dataset, options)
+    # The trainer's defaults, with no checkpoint due and the divergence threshold raised (random models).
+    config = TrainingConfig(checkpointing_steps=10**9, divergence_threshold=1e9)
+    return StageRunner(Accelerator(cpu=True), stage, dataset, loop_options(config, output_dir, 0, epoch=1))
 
 
 def steps_per_second(runners: dict[str, StageRunner], iterations: int, repeats: int) -> dict[str, float]:

@@ -1,6 +1,6 @@
 """The benchmark scripts that no other test runs still run against the package, on their smallest settings, with
-their results written to a temporary folder. ``benchmarks/train.py`` builds ``LoopOptions`` itself, and a new
-trainer option (``divergence_growth_factor``) once broke it without a test noticing."""
+their results written to a temporary folder. ``benchmarks/train.py`` once built the trainer's ``LoopOptions`` by
+hand, and a new trainer option (``divergence_growth_factor``) broke it without a test noticing."""
 
 from __future__ import annotations
 

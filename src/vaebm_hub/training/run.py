@@ -158,22 +158,28 @@ def plan_run(config: TrainingConfig) -> RunPlan:
         epoch = steps_per_epoch(
             len(dataset), stage_settings.batch_size, num_processes, config.gradient_accumulation_steps
         )
-        image_steps = config.save_images_steps or (config.save_images_epochs and config.save_images_epochs * epoch)
-        loops[stage] = LoopOptions(
-            output_dir=output_dir, seed=config.seed, step_offset=offset if stage == "ebm" else 0,
-            gradient_accumulation_steps=config.gradient_accumulation_steps,
-            checkpointing_steps=config.checkpointing_steps, checkpoints_total_limit=config.checkpoints_total_limit,
-            save_images_steps=image_steps,
-            dataloader_num_workers=config.dataloader_num_workers, random_flip=config.random_flip,
-            divergence_max_retries=config.divergence_max_retries, divergence_lr_factor=config.divergence_lr_factor,
-            divergence_threshold=config.divergence_threshold, divergence_growth_factor=config.divergence_growth_factor,
-            save_model_steps=config.save_model_epochs and config.save_model_epochs * epoch,
-        )  # fmt: skip
+        loops[stage] = loop_options(config, output_dir, offset if stage == "ebm" else 0, epoch)
     return RunPlan(
         settings=settings, output_dir=output_dir, dataset=dataset, vae=vae, stages=stages, resume=resume,
         ebm_step_offset=offset, loops=loops, seed=config.seed, num_sample_images=config.num_sample_images,
         channels_last=config.channels_last, card_rows=card_rows(config, settings, stages),
         dataset_name=config.dataset_name, hub_model_id=config.hub_model_id, hub_license=config.hub_license,
+    )  # fmt: skip
+
+
+def loop_options(config: TrainingConfig, output_dir: Path, step_offset: int, epoch: int) -> LoopOptions:
+    """One stage's :class:`LoopOptions` from the command-line config; ``epoch`` (optimizer steps per epoch) turns the
+    epoch-based flags into steps."""
+    image_epochs, model_epochs = config.save_images_epochs, config.save_model_epochs
+    return LoopOptions(
+        output_dir=output_dir, seed=config.seed, step_offset=step_offset,
+        gradient_accumulation_steps=config.gradient_accumulation_steps,
+        checkpointing_steps=config.checkpointing_steps, checkpoints_total_limit=config.checkpoints_total_limit,
+        save_images_steps=config.save_images_steps or (image_epochs and image_epochs * epoch),
+        dataloader_num_workers=config.dataloader_num_workers, random_flip=config.random_flip,
+        divergence_max_retries=config.divergence_max_retries, divergence_lr_factor=config.divergence_lr_factor,
+        divergence_threshold=config.divergence_threshold, divergence_growth_factor=config.divergence_growth_factor,
+        save_model_steps=model_epochs and model_epochs * epoch,
     )  # fmt: skip
 
 
