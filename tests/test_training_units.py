@@ -3,6 +3,7 @@ divergence guard, atomic checkpoints, the resumable batch stream, settings prece
 
 from __future__ import annotations
 
+import json
 import os
 import statistics
 from pathlib import Path
@@ -359,6 +360,18 @@ def test_gaussians25_defaults_are_the_settings_that_train_the_toy():
     assert (stage2.learning_rate, stage2.max_train_steps, stage2.pixel_noise) == (3e-4, 10000, False)
     assert stage2.langevin_step_size == sampling.step_size == "auto"  # from the decoder's scale
     assert vae_settings(["--dataset_name", "digits"]).learning_rate == 1e-2
+
+
+def test_a_vae_config_without_a_class_name_keeps_the_presets_class(tmp_path):
+    """The old code took NVAE for any --vae_config without _class_name: an MLP config for the toy then failed with
+    "the 'gaussians25' preset's NVAE models images"."""
+    (tmp_path / "mlp.json").write_text(json.dumps({"latent_dim": 2, "hidden_dim": 256, "num_layers": 3}))
+    flags = ["--dataset_name", "gaussians25", "--vae_config", str(tmp_path / "mlp.json")]
+    preset = resolve_preset(parse_args(flags), (2,))
+    assert preset.vae_class == "VAEBMMLPVAE" and preset.vae == {"latent_dim": 2, "hidden_dim": 256, "num_layers": 3}
+    (tmp_path / "nvae.json").write_text(json.dumps({"_class_name": "VAEBMVAE", "num_latent_scales": 1}))
+    flags = ["--dataset_name", "gaussians25", "--vae_config", str(tmp_path / "nvae.json")]
+    assert resolve_preset(parse_args(flags), (2,)).vae_class == "VAEBMVAE"  # an explicit class still wins
 
 
 # ------------------------------------------------------------------------------------------------ Hub upload

@@ -254,7 +254,10 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("stage 1: VAE")
     g.add_argument("--vae_name_or_path", help="A saved pipeline (its vae/) or a saved VAE folder.")
     g.add_argument("--vae_preset", help="Take the VAE architecture of this preset instead.")
-    g.add_argument("--vae_config", help="A JSON file of VAEBMVAE (or VAEBMMLPVAE) config values.")
+    g.add_argument(
+        "--vae_config",
+        help="A JSON file of VAE config values; its _class_name (VAEBMVAE or VAEBMMLPVAE) defaults to the preset's.",
+    )
     g.add_argument("--kl_warmup_fraction", type=float, help="Share of stage 1 over which the KL weight rises to 1.")
     g.add_argument("--kl_const_coeff", type=float, help="Smallest KL coefficient.")
     g.add_argument("--no_kl_balance", action="store_true", help="Turn off NVAE's KL balancing during warm-up.")
@@ -512,8 +515,9 @@ def _first(*values):
     return next((v for v in values if v is not None), None)
 
 
-def _vae_architecture(config: TrainingConfig) -> tuple[str | None, dict]:
-    """``(class name or None, kwargs)`` from ``--vae_config`` or ``--vae_preset`` (``(None, {})`` if neither)."""
+def _vae_architecture(config: TrainingConfig, preset_class: str) -> tuple[str | None, dict]:
+    """``(class name or None, kwargs)`` from ``--vae_config`` or ``--vae_preset`` (``(None, {})`` if neither). A
+    ``--vae_config`` without ``_class_name`` keeps the preset's class ``preset_class`` (an MLP VAE for vectors)."""
     if config.vae_preset is not None:
         preset = get_preset(config.vae_preset)
         return preset.vae_class, dict(preset.vae)
@@ -528,7 +532,7 @@ def _vae_architecture(config: TrainingConfig) -> tuple[str | None, dict]:
         raise ValueError(f"--vae_config {config.vae_config!r} is not valid JSON ({error}).") from error
     if not isinstance(values, dict):
         raise ValueError(f"--vae_config {config.vae_config!r} must hold a JSON object of VAE config values.")
-    class_name = values.get("_class_name", "VAEBMVAE")
+    class_name = values.get("_class_name", preset_class)
     if class_name not in VAE_CLASSES:
         raise ValueError(f"--vae_config names an unknown class {class_name!r}; use one of {list(VAE_CLASSES)}")
     return class_name, {k: v for k, v in values.items() if not k.startswith("_")}
@@ -561,7 +565,7 @@ def resolve_preset(
     use_buffer = c.use_buffer
     if use_buffer is None and sampling_space == "x":
         use_buffer = False  # the buffer replays noise-space chains
-    vae_class, vae_kwargs = _vae_architecture(config)
+    vae_class, vae_kwargs = _vae_architecture(config, preset.vae_class)
     if vae_class is not None:
         preset = dataclasses.replace(preset, vae_class=vae_class, vae=vae_kwargs)
     shared = dict(
