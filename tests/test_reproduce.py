@@ -104,6 +104,20 @@ def test_report_and_cache_are_written_and_a_rerun_reuses_the_trained_pipelines(f
     assert f"(claims 1, 2, 3, 4, 6: `{first}" in again and f"claims 1, 2, 3, 4, 6: `{first}" not in report
 
 
+def test_the_timeline_records_when_each_task_ran_and_no_evaluation_starts_before_its_training(fast_run):
+    _, results = fast_run
+    meta = results["meta"]
+    timeline = meta["timeline_minutes"]
+    assert {f"train:{name}" for name in meta["train_seconds"]} <= set(timeline)
+    assert {key for key in timeline if key.startswith("claim:")} >= {"claim:1,2,6", "claim:4", "claim:5"}
+    for begin, end in timeline.values():
+        assert 0 <= begin <= end <= meta["wall_seconds"] / 60 + 0.1
+    # the digits runs are needed by claims 1, 2, 6 and 4: those evaluations start once they are trained
+    trained = max(timeline[key][1] for key in ("train:digits", "train:digits_x_space"))
+    assert timeline["claim:1,2,6"][0] >= trained - 0.1 and timeline["claim:4"][0] >= timeline["train:digits"][1] - 0.1
+    assert list(timeline) == sorted(timeline, key=lambda key: timeline[key][0])  # in order of their start
+
+
 def test_every_run_is_trained_once_in_the_worker_processes_then_loaded_from_the_cache(fast_run):
     root, results = fast_run
     trained = results["meta"]["train_seconds"]

@@ -136,8 +136,10 @@ def run_claims(
     training_keys = {task.key for task in training}
     trained_now = {run for run in runs if train_key(run) in training_keys}
     results, parts = {}, {}  # {claim: result}, {claim: {part: (result, seconds)}}
+    ended = {}  # {task key: seconds from the command's start to the task's end}
 
     def collect(key: str, outcome) -> None:
+        ended[key] = time.perf_counter() - start
         if not key.startswith("claim:"):
             return
         for claim, (result, seconds) in outcome["claims"].items():
@@ -165,6 +167,11 @@ def run_claims(
         "wall_seconds": round(time.perf_counter() - start, 1),
         "train_seconds": train_seconds,
         "workers": max_workers,
+        # when each task ran, in minutes from the command's start: where the wall time goes
+        "timeline_minutes": {
+            key: [round((ended[key] - seconds) / 60, 1), round(ended[key] / 60, 1)]
+            for key, (_, seconds) in sorted(done.items(), key=lambda item: ended[item[0]] - item[1][1])
+        },
         "fast": fast,
         "machine": f"{platform.machine()}, {num_threads} torch threads, torch {torch.__version__}",
     }
