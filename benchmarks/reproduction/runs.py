@@ -46,11 +46,11 @@ class TrainingRun:
 
 
 # :func:`training_tasks` lists the runs in this order, and a free worker takes the first ready task, so the longest
-# run goes first (longest-first scheduling). MNIST's chain is the critical path: 46 min of training on one thread,
-# then claims 1, 2 and 6's evaluation (12 min, mostly MNIST's K = 100 chains). The other worker meanwhile trains
-# StackedMNIST, the 8x8 runs and the toy (45 min), then evaluates claims 3 and 5 (12 min). Measured on 2026-12-07
-# on the 2-core machine, this order ends at about 58 min; the earlier order (MNIST third, after the stacked runs
-# and the toy) started MNIST 11 min late and ended at 69.3 min.
+# run goes first (longest-first scheduling). MNIST's chain is the critical path. From scratch on the 2-core machine
+# (2026-12-07, ``reproduce_meta.json``'s ``timeline_minutes``), MNIST trained from 0 to 41.9 min and claims 1, 2
+# and 6 evaluated it until 56.4. The other worker trained StackedMNIST, the 8x8 runs and the toy, then evaluated
+# claims 3, 4 and 5, and ended at 54.0. The earlier order (MNIST third, after the stacked runs and the toy) started
+# MNIST 11 min late and ended at 69.3 min.
 RUNS: dict[str, TrainingRun] = {
     run.name: run
     for run in (
