@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import sys
 
+import chain_precision
 import conversion_accuracy
 import half_precision
 import pytest
@@ -54,3 +55,16 @@ def test_the_robustness_catalogue_runs_and_handles_its_cases(tmp_path, monkeypat
     robustness.main(["--label", "smoke", "--cases", "pipeline/numpy*,trainer/--lr_scheduler*"])
     cases = json.loads((tmp_path / "robustness_smoke.json").read_text())["cases"]
     assert cases and {case["outcome"] for case in cases} <= {"clear", "ok"}, cases
+
+
+def test_the_chain_precision_benchmark_times_both_dtypes_and_measures_the_gradient_error(tmp_path, monkeypatch):
+    monkeypatch.setattr(chain_precision, "RESULTS", tmp_path)
+    argv = ["chain_precision.py", "--repeats", "1", "--iterations", "1", "--threads", "1"]
+    monkeypatch.setattr(sys, "argv", argv)
+    chain_precision.main()
+    report = json.loads((tmp_path / "chain_precision.json").read_text())
+    row = report["seconds_per_step"]["1"]
+    assert row["float32"] > 0 and row["bfloat16"] > 0
+    assert row["ratio"] == pytest.approx(row["bfloat16"] / row["float32"])
+    assert 0 < report["gradient_error"]["relative_error_dE"] < 3e-2
+    assert "bfloat16 chains" in (tmp_path / "chain_precision.md").read_text()

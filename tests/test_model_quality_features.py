@@ -432,3 +432,66 @@ def test_resuming_a_stage_2_without_an_ema_with_the_ema_flag_names_the_flag(tmp_
     main(tiny)
     with pytest.raises(ValueError, match="written without --ebm_ema_decay"):  # not a raw error from EMAModel
         main([*tiny, "--resume_from_checkpoint", "checkpoint-2", "--ebm_ema_decay", "0.5"])
+
+
+def test_chain_dtype_resolves_names_and_auto_and_names_the_flag_for_unknown_values(monkeypatch):
+    from vaebm_hub.training.chain_precision import chain_dtype
+
+    cpu = torch.device("cpu")
+    assert chain_dtype("float32", cpu) == torch.float32
+    assert chain_dtype("bfloat16", cpu) == torch.bfloat16
+    for native, expected in ((True, torch.bfloat16), (False, torch.float32)):
+        monkeypatch.setattr(torch.cpu, "get_capabilities", lambda native=native: {"avx512_bf16": native})
+        assert chain_dtype("auto", cpu) == expected
+    with pytest.raises(ValueError, match="--langevin_dtype"):
+        chain_dtype("float16", cpu)
+
+
+def test_the_chain_dtype_comes_from_the_flag_or_the_preset_and_is_checked():
+    from vaebm_hub.presets import get_preset, resolve
+    from vaebm_hub.training.config import parse_args, resolve_preset
+
+    def setting(flags: list[str]) -> str:
+        return resolve_preset(parse_args(flags), (1, 32, 32)).ebm_training.chain_dtype
+
+    assert setting(["--dataset_name", "digits"]) == "float32"  # VAEBM's float32 chains unless a preset says
+    assert setting(["--dataset_name", "mnist"]) == "auto"
+    assert setting(["--dataset_name", "mnist", "--langevin_dtype", "float32"]) == "float32"
+    with pytest.raises(ValueError, match="--langevin_dtype"):
+        resolve(get_preset("digits"), ebm_training=dict(chain_dtype="half"))
+
+
+def _first_conv_output_dtypes(ebm: VAEBMEnergyModel) -> list[torch.dtype]:
+    dtypes: list[torch.dtype] = []
+    ebm.conv1.register_forward_hook(lambda module, args, output: dtypes.append(output.dtype))
+    return dtypes
+
+
+def test_bfloat16_chains_run_the_energy_network_in_bfloat16_and_the_loss_in_float32():
+    for setting, chain in (("float32", torch.float32), ("bfloat16", torch.bfloat16)):
+        torch.manual_seed(0)
+        vae, ebm = VAEBMVAE().eval(), VAEBMEnergyModel()
+        stage = _digits_ebm_stage(vae, ebm, chain_dtype=setting)
+        assert (stage.chain_ebm is ebm) == (setting == "float32")  # float32: VAEBM's chains, untouched
+        dtypes = _first_conv_output_dtypes(ebm)
+        loss, _ = stage.training_loss(torch.rand(4, 1, 8, 8, generator=torch.Generator().manual_seed(1)), 0)
+        # K chain steps (the trainer turns autocast off around the chains; the setting turns it back on), then one
+        # pass over positives and negatives for the loss, in the networks' own precision
+        assert dtypes == [chain] * stage.settings.langevin_steps + [torch.float32]
+        assert loss.dtype == torch.float32 and torch.isfinite(loss)
+
+
+def test_bfloat16_chain_gradients_are_within_bfloat16_rounding_of_float32s():
+    from vaebm_hub.pipelines.potential import potential_and_grad
+    from vaebm_hub.training.chain_precision import AutocastEnergy
+
+    torch.manual_seed(0)
+    vae, ebm = VAEBMVAE().eval(), VAEBMEnergyModel().eval().requires_grad_(False)
+    eps = vae.sample_noise(8, generator=torch.Generator().manual_seed(1))
+    u32, grad32, energy32 = potential_and_grad(vae, ebm, eps)
+    u16, grad16, energy16 = potential_and_grad(vae, AutocastEnergy(ebm, torch.bfloat16), eps)
+    assert energy16.dtype == u16.dtype == grad16.dtype == torch.float32
+    energy_grad32, energy_grad16 = grad32 - eps, grad16 - eps  # U = E + |eps|^2 / 2: the prior's part is exact
+    error = (energy_grad16 - energy_grad32).norm() / energy_grad32.norm()
+    assert 0 < error < 3e-2  # bfloat16 keeps 8 bits of mantissa (2^-8 = 4e-3 per rounding); not float32 in disguise
+    torch.testing.assert_close(energy16, energy32, rtol=3e-2, atol=3e-2 * energy32.abs().max().item())

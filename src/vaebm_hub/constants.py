@@ -18,5 +18,8 @@ HUB_ALLOW_PATTERNS = (
 # T_x(z, eps_x) at its final eps_x, the x of the joint sample (x, z) ~ h (not in VAEBM; needs pixel noise).
 DECODER_OUTPUTS = ("mean", "sample")
 
+# The precision of the energy network inside stage 2's chains (vaebm_hub.training.chain_precision).
+CHAIN_DTYPES = ("float32", "bfloat16", "auto")
+
 # The license trained model cards carry unless --hub_license says otherwise: the package's own (pyproject.toml).
 DEFAULT_MODEL_LICENSE = "apache-2.0"

@@ -19,7 +19,7 @@ import math
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from .constants import DECODER_OUTPUTS
+from .constants import CHAIN_DTYPES, DECODER_OUTPUTS
 
 VAE_CLASSES = ("VAEBMVAE", "VAEBMMLPVAE")
 EBM_LAYOUTS_IMAGE = ("cifar32", "celeba64", "lsun64", "celeba256", "mnist", "digits8", "custom")
@@ -98,6 +98,10 @@ class EBMTraining:
     # prior, so it learns where the prior puts latents that the data never use (a prior-hole correction as in NCP-VAE,
     # Aneja et al. 2021) instead of the sharpness that data has and a decoder's outputs never reach.
     reconstruction_positive_fraction: float = 0.0
+    # The precision of the energy network inside the training chains (vaebm_hub.training.chain_precision): "float32"
+    # (VAEBM), "bfloat16" (torch.autocast; the chains' dE/dx in bfloat16, everything else float32) or "auto"
+    # (bfloat16 where the device has native bfloat16, else float32).
+    chain_dtype: str = "float32"
     # Decay of an exponential moving average of the energy network's weights that the saved pipeline samples with
     # (not in VAEBM; 0 = off, the paper: the last iterate). The chains during training use the current weights.
     ema_decay: float = 0.0
@@ -296,9 +300,12 @@ _OURS = [
         # any, against the preset's 0.72 / 0.69 / 0.71 and 0.73 / 0.67 / 0.98; -E keeps pixel-shuffled MNIST out
         # (0.999 / 1.000); 1400 iterations: 0.72 / 1.00, one seed (docs/results.md, "Where the chains take MNIST's
         # digits; negatives from the data; half the batch").
+        # The chains' energy network in bfloat16 where the hardware has it natively (chain_dtype "auto"; VAEBM:
+        # float32): 20% less time per stage-2 iteration on one thread, 16% on two, on an AVX-512 BF16 CPU
+        # (benchmarks/results/chain_precision.md).
         dataclasses.replace(
             _MNIST_STAGE_2, n_channel=48, reconstruction_positive_fraction=1.0, batch_size=16, max_train_steps=1000,
-            replay_anneal_steps=1000,
+            replay_anneal_steps=1000, chain_dtype="auto",
         ),
         # K = 30: the best K in FD_rand (48 channels: FD_clf falls a little further by K = 100, 28 against 33 above the
         # floor, at 3.3x the chain); at 3e-4 (the training step until 2026-12-04) chains barely moved the samples
@@ -528,6 +535,8 @@ def check_preset(preset: Preset) -> None:
         raise ValueError(f"sampling_space must be 'eps' or 'x', got {s2.sampling_space!r}.")
     if s2.potential not in ("exact", "official"):
         raise ValueError(f"--potential must be 'exact' or 'official', got {s2.potential!r}.")
+    if s2.chain_dtype not in CHAIN_DTYPES:
+        raise ValueError(f"--langevin_dtype must be one of {', '.join(CHAIN_DTYPES)}, got {s2.chain_dtype!r}.")
     output = preset.sampling.decoder_output
     if output not in DECODER_OUTPUTS:
         raise ValueError(f"--sample_decoder_output must be one of {', '.join(DECODER_OUTPUTS)}, got {output!r}.")

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
 
-from ..constants import DECODER_OUTPUTS, DEFAULT_MODEL_LICENSE
+from ..constants import CHAIN_DTYPES, DECODER_OUTPUTS, DEFAULT_MODEL_LICENSE
 from ..presets import PRESETS, VAE_CLASSES, Preset, get_preset, preset_for_images, resolve
 
 STAGES = ("vae", "ebm", "all")
@@ -102,6 +102,7 @@ class TrainingConfig:
     langevin_noise_scale: float | None = None
     langevin_metropolis: bool | None = None
     langevin_pixel_noise: bool | None = None
+    langevin_dtype: str | None = None
     sample_langevin_steps: int | None = None
     sample_step_size: float | None = None
     sample_metropolis: bool | None = None
@@ -313,6 +314,12 @@ def build_parser() -> argparse.ArgumentParser:
         action=argparse.BooleanOptionalAction,
         help="Chains move the pixel noise eps_x with eps_z (the paper), or with --no-langevin_pixel_noise eps_z "
         "alone, the energy network seeing decoder means (for decoders whose noise is wide next to the data's detail).",
+    )
+    g.add_argument(
+        "--langevin_dtype",
+        choices=CHAIN_DTYPES,
+        help="Precision of the energy network inside the training chains: float32 (VAEBM), bfloat16 (autocast; "
+        "faster where the hardware has native bfloat16) or auto (bfloat16 only there).",
     )
     g.add_argument("--sample_langevin_steps", type=int, help="Default chain length of the saved pipeline.")
     g.add_argument(
@@ -611,6 +618,7 @@ def resolve_preset(
             langevin_noise_scale=c.langevin_noise_scale,
             metropolis=c.langevin_metropolis,
             pixel_noise=c.langevin_pixel_noise,
+            chain_dtype=c.langevin_dtype,
             potential=c.potential,
             sampling_space=sampling_space,
             use_buffer=use_buffer,

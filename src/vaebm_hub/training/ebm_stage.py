@@ -48,6 +48,7 @@ from ..pipelines.x_space import IMAGE_RANGE, x_space_chain
 from ..presets import AUTO, EBMTraining, Sampling
 from ..schedulers import LangevinScheduler
 from ..utils import eval_mode
+from .chain_precision import chain_dtype, chain_energy
 from .checkpointing import FROZEN_VAE_DIR
 from .components import make_pipeline
 from .divergence import TrainingDivergedError
@@ -171,6 +172,8 @@ class EBMStage(TrainingStage):
         # x-space chains keep images in [0, 1]; vector data (the 2-D toy) is unbounded.
         self.clip_range = IMAGE_RANGE if len(vae.data_shape) == 3 else None
         self.ema: EMAModel | None = None
+        # the energy network the chains call: the network itself, or it under bfloat16 autocast (chain_precision)
+        self.chain_ebm = chain_energy(self.ebm, chain_dtype(settings.chain_dtype, device))
 
     def prepare(self, accelerator: Accelerator, dataset: Dataset, fresh: bool) -> None:
         s = self.settings
@@ -218,11 +221,11 @@ class EBMStage(TrainingStage):
             if self.settings.sampling_space == "x":
                 x = decode_noise(self.vae, eps, self.sampling.decoder_output)
                 state, finite = x_space_chain(
-                    self.ebm, x, self.langevin, generator=self.generator, clip_range=self.clip_range
+                    self.chain_ebm, x, self.langevin, generator=self.generator, clip_range=self.clip_range
                 )
                 return ChainOutput(state, finite)
             potential = functools.partial(
-                potential_and_grad, self.vae, self.ebm, temperature=1.0, potential=self.settings.potential
+                potential_and_grad, self.vae, self.chain_ebm, temperature=1.0, potential=self.settings.potential
             )
             return langevin_chain(potential, eps, self.langevin, generator=self.generator)
 
