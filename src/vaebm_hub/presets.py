@@ -302,7 +302,9 @@ _OURS = [
         # digits; negatives from the data; half the batch").
         # The chains' energy network in bfloat16 where the hardware has it natively (chain_dtype "auto"; VAEBM:
         # float32): 20% less time per stage-2 iteration on one thread, 16% on two, on an AVX-512 BF16 CPU
-        # (benchmarks/results/chain_precision.md).
+        # (benchmarks/results/chain_precision.md); the default command 26.0 min against 31.2. Paired with float32 runs
+        # of the same seed and VAE, FD_clf's gap closed moves by -0.08 / -0.07 / +0.05 and FD_rand's by -0.01 / +0.02 /
+        # -0.02, inside the stage-2 seed spread (docs/results.md, "MNIST: the chains' energy network in bfloat16").
         dataclasses.replace(
             _MNIST_STAGE_2, n_channel=48, reconstruction_positive_fraction=1.0, batch_size=16, max_train_steps=1000,
             replay_anneal_steps=1000, chain_dtype="auto",
