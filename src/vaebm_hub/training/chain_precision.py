@@ -5,7 +5,10 @@ gradient inside the K chain steps (70% of an ``mnist`` iteration is its convolut
 bfloat16 the chains' energy network can run under ``torch.autocast(dtype=torch.bfloat16)``: the VAE, the potential
 ``U``, the chain state and the training loss stay float32, and the network's weights stay float32 (autocast casts
 them per call). Only the chains' gradient ``dE/dx`` is computed in bfloat16, a deviation from VAEBM named by
-``EBMTraining.chain_dtype`` (``"float32"``, the paper's, is the default).
+``EBMTraining.chain_dtype`` (``"float32"``, the paper's, is the default). With MALA training chains
+(``--langevin_metropolis``) the Metropolis test then sees energies rounded to bfloat16 (about 3 significant digits;
+the ``mnist`` preset trains with plain Langevin). The saved pipeline samples in its networks' own dtype either way;
+``"auto"`` is saved as ``"auto"`` in the run's settings, not as the dtype it resolved to on the training machine.
 """
 
 from __future__ import annotations
