@@ -37,7 +37,7 @@ def chain_dtype(setting: str, device: torch.device) -> torch.dtype:
         raise ValueError(f"chain_dtype must be one of {CHAIN_DTYPES}, got {setting!r} (--langevin_dtype / preset).")
     if setting == "auto":
         return torch.bfloat16 if native_bfloat16(device) else torch.float32
-    if setting == "bfloat16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+    if setting == "bfloat16" and device.type == "cuda" and not native_bfloat16(device):
         raise ValueError("--langevin_dtype bfloat16 needs a GPU with bfloat16 support; use float32 or auto.")
     return getattr(torch, setting)
 
