@@ -162,6 +162,7 @@ def run_claims(
         else:
             recorded = recorded_train_seconds(run_folder(ctx.cache_dir, run, fast))
             train_seconds[run] = {"seconds": recorded, "from_cache": True}
+    started = {key: ended[key] - seconds for key, (_, seconds) in done.items()}
     meta = {
         "command": command,
         "wall_seconds": round(time.perf_counter() - start, 1),
@@ -169,8 +170,7 @@ def run_claims(
         "workers": max_workers,
         # when each task ran, in minutes from the command's start: where the wall time goes
         "timeline_minutes": {
-            key: [round((ended[key] - seconds) / 60, 1), round(ended[key] / 60, 1)]
-            for key, (_, seconds) in sorted(done.items(), key=lambda item: ended[item[0]] - item[1][1])
+            key: [round(started[key] / 60, 1), round(ended[key] / 60, 1)] for key in sorted(started, key=started.get)
         },
         "fast": fast,
         "machine": f"{platform.machine()}, {num_threads} torch threads, torch {torch.__version__}",
