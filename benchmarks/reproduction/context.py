@@ -44,13 +44,16 @@ class Context:
             self._pipelines[name] = load_pipeline(self.run_folder(name))
         return self._pipelines[name]
 
-    def evaluation(self, run: str, dataset: str, num_samples: int, chain_lengths: tuple[int, ...]) -> dict:
-        """:func:`~vaebm_hub.evaluation.evaluate_pipeline` of run ``run`` (no OOD sets), memoised; figures
-        go to ``<output_dir>/figures/<run>/``."""
-        key = (run, dataset, num_samples, tuple(chain_lengths))
+    def evaluation(
+        self, run: str, dataset: str, num_samples: int, chain_lengths: tuple[int, ...], draw: int = 0
+    ) -> dict:
+        """:func:`~vaebm_hub.evaluation.evaluate_pipeline` of run ``run`` (no OOD sets), memoised. Draw ``d``
+        samples from the noise of seed ``seed + d``; draw 0's figures go to ``<output_dir>/figures/<run>/``."""
+        key = (run, dataset, num_samples, tuple(chain_lengths), draw)
         if key not in self._evaluations:
+            figures = Path(self.output_dir) / "figures" / run if draw == 0 else None
             self._evaluations[key] = evaluate_pipeline(
                 self.pipeline(run), dataset, num_samples=num_samples, chain_lengths=chain_lengths,
-                ood_set_names=[], seed=self.seed, output_dir=Path(self.output_dir) / "figures" / run,
+                ood_set_names=[], seed=self.seed + draw, output_dir=figures,
             )  # fmt: skip
         return self._evaluations[key]
