@@ -25,8 +25,9 @@ ROW_KEYS = ("langevin_steps", "fd_clf", "fd_floor", "fd_minus_floor", "fd_rand",
             "sampling_seconds")  # fmt: skip
 NUM_SAMPLES = {"digits": 359, "mnist": 500}  # MNIST: K up to 100 on 500 samples is ~6 min on one thread
 # Draws of NUM_SAMPLES samples per dataset (seeds seed, seed + 1, ...). digits' test split caps a draw at 359 images,
-# and over eight draws of one pipeline the VAE's FD_rand - floor spans 0.048-0.160 and K = 100's 0.037-0.188, so one
-# draw decides whether K = 100 is "no worse" (docs/results.md, "digits: one draw of 359 samples is not a verdict").
+# and over eight draws of one pipeline (sampled at 2.5e-3) the VAE's FD_rand - floor spans 0.048-0.160 and K = 100's
+# 0.037-0.188, so one draw decides whether K = 100 is "no worse" (docs/results.md, "digits: one draw of 359 samples is
+# not a verdict").
 # MNIST keeps one draw of 500: each takes about 8 minutes, and its gap closed varies by about +-0.05 between draws.
 DRAWS = {"digits": 8, "mnist": 1}
 CHAIN_LENGTHS = (0, 10, 30, 100)

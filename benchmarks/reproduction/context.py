@@ -47,8 +47,9 @@ class Context:
     def evaluation(
         self, run: str, dataset: str, num_samples: int, chain_lengths: tuple[int, ...], draw: int = 0
     ) -> dict:
-        """:func:`~vaebm_hub.evaluation.evaluate_pipeline` of run ``run`` (no OOD sets), memoised. Draw ``d``
-        samples from the noise of seed ``seed + d``; draw 0's figures go to ``<output_dir>/figures/<run>/``."""
+        """:func:`~vaebm_hub.evaluation.evaluate_pipeline` of run ``run`` (no OOD sets), memoised. Draw number
+        ``draw`` samples from the noise of seed ``seed + draw``; draw 0's figures go to
+        ``<output_dir>/figures/<run>/``."""
         key = (run, dataset, num_samples, tuple(chain_lengths), draw)
         if key not in self._evaluations:
             figures = Path(self.output_dir) / "figures" / run if draw == 0 else None
