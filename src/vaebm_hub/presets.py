@@ -250,7 +250,8 @@ _MNIST_STAGE_2 = dataclasses.replace(
 )
 _MNIST_SAMPLING = Sampling(num_inference_steps=30, step_size=4.8e-3)
 # The digits VAE trains with VAEBM's clamped likelihood (FD_clf 24.5 against 42.2 unclamped); 1000 + 300 steps
-# close more of the gap at K = 10 than 1500 + 1000 (0.70 against 0.45, docs/results.md, "digits").
+# close more of the gap at K = 10 than 1500 + 1000 (0.70 against 0.45, docs/results.md, "digits"), measured with
+# decoder means and data positives; the digits preset, with its own positives and images, trains 2000 + 1000.
 _DIGITS_VAE = VAETraining(max_train_steps=1000, batch_size=64, likelihood_clamp=True)
 
 _OURS = [
