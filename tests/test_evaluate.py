@@ -27,6 +27,7 @@ from vaebm_hub.evaluation import (
     ood_auroc,
     ood_scores,
     sample_images,
+    sample_images_at,
     sample_quality,
     uniform_noise,
     write_energy_histogram,
@@ -171,6 +172,46 @@ def test_sample_images_is_seeded_batched_and_starts_every_chain_length_from_the_
     np.testing.assert_allclose(vae[:4], tiny_pipeline.vae.generate(eps).permute(0, 2, 3, 1).detach().numpy())
     with pytest.raises(ValueError, match="sets \\['generator'\\] itself"):
         sample_images(tiny_pipeline, 4, 1, generator=torch.Generator())
+
+
+def _counting_energy_calls(pipe) -> list[int]:
+    """A one-item list counting the energy network's forward passes (one per ULA step and batch, plus MALA's)."""
+    calls = [0]
+    pipe.ebm.register_forward_hook(lambda *_: calls.__setitem__(0, calls[0] + 1))
+    return calls
+
+
+@pytest.mark.parametrize("metropolis", [False, True])
+def test_sample_images_at_reads_every_length_off_one_chain_as_separate_calls_draw_them(metropolis):
+    pipe = make_tiny_pipeline(step_size=2e-2, metropolis=metropolis)
+    separate = {k: sample_images(pipe, 10, k, batch_size=4, seed=3)[0] for k in (0, 2, 5)}
+    calls = _counting_energy_calls(pipe)
+    drawn = sample_images_at(pipe, 10, (5, 0, 2, 5), batch_size=4, seed=3)
+    assert list(drawn) == [5, 0, 2]  # the caller's order, once each
+    for k, (samples, seconds) in drawn.items():
+        np.testing.assert_array_equal(samples, separate[k])
+        assert seconds > 0
+    assert not np.allclose(drawn[2][0], drawn[5][0])
+    # one chain of 5 steps per batch (three batches), not 2 + 5: ULA evaluates the energy once per step,
+    # MALA once more at the start
+    assert calls[0] == 3 * (5 + metropolis)
+
+
+def test_sample_images_at_draws_each_length_on_its_own_where_a_chain_is_not_a_prefix_of_a_longer_one():
+    pipe = make_tiny_pipeline(step_size=2e-2)
+    pipe.scheduler = LangevinScheduler.from_config(
+        pipe.scheduler.config, step_size_schedule="geometric", final_step_size=2e-3
+    )
+    separate = {k: sample_images(pipe, 6, k, batch_size=4, seed=0)[0] for k in (2, 5)}
+    drawn = sample_images_at(pipe, 6, (2, 5), batch_size=4, seed=0)
+    for k in (2, 5):  # K = 2 runs 2e-2 then 2e-3; within K = 5 its second step is 2e-2 * 0.1 ** 0.25
+        np.testing.assert_array_equal(drawn[k][0], separate[k])
+    flat = make_tiny_pipeline(step_size=2e-2)
+    calls = _counting_energy_calls(flat)
+    sample_images_at(flat, 6, (2, 5), batch_size=4, seed=0, drop_nonfinite=True)  # drops chains by the whole run
+    assert calls[0] == 2 * (2 + 5)
+    with pytest.raises(ValueError, match="sample_images_at sets \\['latents'\\] itself"):
+        sample_images_at(flat, 4, (1, 2), latents=torch.zeros(4, flat.vae.noise_dim))
 
 
 def test_sample_images_returns_points_for_a_vector_pipeline():

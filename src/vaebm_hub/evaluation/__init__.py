@@ -28,7 +28,7 @@ from .plots import write_energy_histogram, write_sample_grid
 from .precision_recall import precision_recall
 from .quality import dataset_classifier, sample_quality
 from .report import evaluate_pipeline, format_report
-from .sampling import sample_images
+from .sampling import sample_images, sample_images_at
 
 __all__ = [
     "CLASSIFIER_PRESETS",
@@ -61,6 +61,7 @@ __all__ = [
     "pixel_shuffled",
     "precision_recall",
     "sample_images",
+    "sample_images_at",
     "sample_quality",
     "stack_digits",
     "stacked_mode_count",

@@ -34,7 +34,7 @@ from .ood import OOD_SETS, make_ood_set
 from .ood_scores import _energies, ood_auroc
 from .plots import GRID_SIZE, write_energy_histogram, write_sample_grid
 from .quality import STACKED_DATASETS, dataset_classifier, sample_quality
-from .sampling import sample_images
+from .sampling import sample_images_at
 
 DEFAULT_CHAIN_LENGTHS = (0, 10, 30, 100)
 
@@ -166,8 +166,9 @@ def evaluate_pipeline(
         inception = InceptionFID(reference, inception_weights, device=pipe.device)
 
     rows, samples, energies = [], {}, {}
+    drawn = sample_images_at(pipe, num_samples, lengths, batch_size=batch_size, seed=seed)
     for k in lengths:
-        samples[k], seconds = sample_images(pipe, num_samples, k, batch_size=batch_size, seed=seed)
+        samples[k], seconds = drawn[k]
         energies[k] = _energies(pipe, samples[k], batch_size)
         row = {"langevin_steps": k, "model": "VAE" if k == 0 else "VAEBM"}
         row.update(sample_quality(samples[k], reference, dataset_name, classifier=classifier,
