@@ -9,6 +9,7 @@ import sys
 
 import chain_precision
 import conversion_accuracy
+import evaluation_sampling
 import half_precision
 import pytest
 import robustness
@@ -68,3 +69,13 @@ def test_the_chain_precision_benchmark_times_both_dtypes_and_measures_the_gradie
     assert row["ratio"] == pytest.approx(row["bfloat16"] / row["float32"])
     assert 0 < report["gradient_error"]["relative_error_dE"] < 3e-2
     assert "bfloat16 chains" in (tmp_path / "chain_precision.md").read_text()
+
+
+def test_the_evaluation_sampling_benchmark_draws_the_same_samples_from_one_chain(tmp_path, monkeypatch):
+    monkeypatch.setattr(evaluation_sampling, "RESULTS", tmp_path)
+    argv = ["--presets", "digits", "--num_samples", "8", "--repeats", "1", "--chain_lengths", "0", "2", "3"]
+    evaluation_sampling.main(argv)
+    result = json.loads((tmp_path / "evaluation_sampling.json").read_text())["presets"]["digits"]
+    steps = {"one call per length": 5, "one chain (sample_images_at)": 3}
+    assert result["identical_samples"] and result["chain_steps"] == steps
+    assert result["ratio"] > 0 and "sample_images_at" in (tmp_path / "evaluation_sampling.md").read_text()
