@@ -47,14 +47,12 @@ class TrainingRun:
 
 # :func:`training_tasks` lists the runs in this order, and a free worker takes the first ready task, so the longest
 # run goes first (longest-first scheduling). MNIST's chain is the critical path. From scratch on the 2-core machine
-# (2026-12-07, ``reproduce_meta.json``'s ``timeline_minutes``), MNIST trained from 0 to 41.9 min and claims 1, 2
-# and 6 evaluated it until 56.4. The other worker trained StackedMNIST, the 8x8 runs and the toy, then evaluated
-# claims 3, 4 and 5, and ended at 54.0. The earlier order (MNIST third, after the stacked runs and the toy) started
-# MNIST 11 min late and ended at 69.3 min. With the digits preset's 1000 stage-2 iterations (the digits run 592 s,
-# longer than stacked digits' 318 s and the toy's 262 s) the digits runs come right after StackedMNIST: in the order
-# before (digits after the toy) they ended at 52.4 min and the command at 67.2 (other work sharing the machine);
-# replaying that run's task times through this order, claim 1's evaluation starts at about 47 and the command ends
-# at about 62 (not yet measured).
+# with nothing else running (2026-12-07, ``reproduce_meta.json``'s ``timeline_minutes``: 54.6 min), MNIST trained
+# from 0 to 37.7 min and the toy after it; the other worker trained StackedMNIST (to 24.8), the digits runs (to 37.3)
+# and stacked digits. Claims 1, 2 and 6 then ran from 42.4 to 53.7 and claim 3 from 42.6 to 54.3. The digits runs
+# (the digits run 570 s with 1000 stage-2 iterations) come right after StackedMNIST because claim 1 waits on them:
+# after the stacked 8x8 digits and the toy they ended at 52.4 min and the command at 67.2 (other work sharing the
+# machine); MNIST third, after the stacked runs and the toy, took 69.3.
 RUNS: dict[str, TrainingRun] = {
     run.name: run
     for run in (
