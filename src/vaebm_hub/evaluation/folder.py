@@ -17,7 +17,7 @@ from .ood_scores import _energies
 from .plots import GRID_SIZE, write_energy_histogram, write_sample_grid
 from .precision_recall import precision_recall
 from .random_features import random_features
-from .sampling import sample_images_at
+from .sampling import _chain_lengths, sample_images_at
 
 
 def evaluate_image_folder(
@@ -47,7 +47,7 @@ def evaluate_image_folder(
     real, floor_features = random_features(reference), random_features(floor)
     fd_floor = frechet_distance(real, floor_features)
     rows, samples, energies = [], {}, {"real": _energies(pipe, reference, batch_size)}
-    lengths = [0] + [k for k in dict.fromkeys(chain_lengths) if k != 0]
+    lengths = _chain_lengths(chain_lengths)
     drawn = sample_images_at(pipe, num_samples, lengths, batch_size=batch_size, seed=seed)
     for k in lengths:
         samples[k], seconds = drawn[k]

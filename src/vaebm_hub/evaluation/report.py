@@ -34,7 +34,7 @@ from .ood import OOD_SETS, make_ood_set
 from .ood_scores import _energies, ood_auroc
 from .plots import GRID_SIZE, write_energy_histogram, write_sample_grid
 from .quality import STACKED_DATASETS, dataset_classifier, sample_quality
-from .sampling import sample_images_at
+from .sampling import _chain_lengths, sample_images_at
 
 DEFAULT_CHAIN_LENGTHS = (0, 10, 30, 100)
 
@@ -60,12 +60,6 @@ def _jsonable(value: object) -> object:
     if isinstance(value, (float, np.floating)):
         return float(value) if math.isfinite(value) else None
     return value
-
-
-def _chain_lengths(chain_lengths: Iterable[int]) -> list[int]:
-    """Unique chain lengths in the given order, with K = 0 (the VAE baseline) always first."""
-    lengths = [_check_count(k, "every chain length", 0) for k in chain_lengths]
-    return [0] + [k for k in dict.fromkeys(lengths) if k != 0]
 
 
 def _ood_names(dataset: str, ood_set_names: Iterable[str] | None) -> list[str]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 import numpy as np
 import torch
@@ -18,6 +18,12 @@ _OWNED_CALL_KWARGS = ("batch_size", "num_inference_steps", "generator", "output_
 def _batch_seed(seed: int, batch: int) -> int:
     """A 64-bit seed per (seed, batch) pair, so that different seeds never share a batch's random stream."""
     return int(np.random.SeedSequence([seed, batch]).generate_state(1, dtype=np.uint64)[0])
+
+
+def _chain_lengths(chain_lengths: Iterable[int]) -> list[int]:
+    """Unique chain lengths in the given order, with K = 0 (the VAE baseline) always first."""
+    lengths = [_check_count(k, "every chain length", 0) for k in chain_lengths]
+    return [0] + [k for k in dict.fromkeys(lengths) if k != 0]
 
 
 def _checked_draw(num_samples, batch_size, seed, call_kwargs: dict, caller: str) -> tuple[int, int, int]:
@@ -130,10 +136,10 @@ def sample_images_at(
     """
     lengths = list(dict.fromkeys(_check_count(k, "every chain length", 0) for k in chain_lengths))
     num_samples, batch_size, seed = _checked_draw(num_samples, batch_size, seed, call_kwargs, "sample_images_at")
-    if not _reads_off_one_chain(pipe, call_kwargs) or len([k for k in lengths if k > 0]) < 2:
+    chained = [k for k in lengths if k > 0]
+    if not _reads_off_one_chain(pipe, call_kwargs) or len(chained) < 2:
         return {k: sample_images(pipe, num_samples, k, batch_size=batch_size, seed=seed, **call_kwargs)
                 for k in lengths}  # fmt: skip
-    chained = [k for k in lengths if k > 0]
     images: dict[int, list[np.ndarray]] = {k: [] for k in chained}
     seconds = dict.fromkeys(chained, 0.0)
     for size, generator in _seeded_batches(num_samples, batch_size, seed):
