@@ -20,10 +20,14 @@ def _batch_seed(seed: int, batch: int) -> int:
     return int(np.random.SeedSequence([seed, batch]).generate_state(1, dtype=np.uint64)[0])
 
 
+def _unique_lengths(chain_lengths: Iterable[int]) -> list[int]:
+    """The chain lengths checked (integers >= 0), each once, in the given order."""
+    return list(dict.fromkeys(_check_count(k, "every chain length", 0) for k in chain_lengths))
+
+
 def _chain_lengths(chain_lengths: Iterable[int]) -> list[int]:
     """Unique chain lengths in the given order, with K = 0 (the VAE baseline) always first."""
-    lengths = [_check_count(k, "every chain length", 0) for k in chain_lengths]
-    return [0] + [k for k in dict.fromkeys(lengths) if k != 0]
+    return [0] + [k for k in _unique_lengths(chain_lengths) if k != 0]
 
 
 def _checked_draw(num_samples, batch_size, seed, call_kwargs: dict, caller: str) -> tuple[int, int, int]:
@@ -134,7 +138,7 @@ def sample_images_at(
     30 and 100 cost 100 steps instead of 140; ``seconds`` is then the chain's time to reach K plus decoding.
     Otherwise (a step schedule, an x-space sampler) each length is drawn by its own call.
     """
-    lengths = list(dict.fromkeys(_check_count(k, "every chain length", 0) for k in chain_lengths))
+    lengths = _unique_lengths(chain_lengths)
     num_samples, batch_size, seed = _checked_draw(num_samples, batch_size, seed, call_kwargs, "sample_images_at")
     chained = [k for k in lengths if k > 0]
     if not _reads_off_one_chain(pipe, call_kwargs) or len(chained) < 2:
