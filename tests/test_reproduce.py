@@ -234,6 +234,21 @@ def test_claim_1_scores_the_mean_of_its_draws_each_from_its_own_seed_and_keeps_e
     assert [v["met"] for v in digits["draw_verdicts"]] == [True, False]
 
 
+def test_claim_1_scores_each_pipeline_at_its_own_default_chain_length_too():
+    from types import SimpleNamespace
+
+    from reproduction import claim_gain
+
+    from vaebm_hub.schedulers import LangevinScheduler
+
+    def lengths(default: int) -> tuple[int, ...]:
+        pipe = SimpleNamespace(scheduler=LangevinScheduler(default_num_inference_steps=default))
+        return claim_gain.chain_lengths(pipe)
+
+    assert lengths(50) == (0, 10, 30, 50, 100)
+    assert lengths(30) == claim_gain.CHAIN_LENGTHS == (0, 10, 30, 100)
+
+
 def test_mean_rows_keeps_missing_values_missing_and_refuses_draws_of_other_chain_lengths():
     draws = [[{"langevin_steps": 0, "fd": 1.0, "kl": None}], [{"langevin_steps": 0, "fd": 3.0, "kl": 0.5}]]
     means = mean_rows(draws)
