@@ -104,6 +104,22 @@ def test_report_and_cache_are_written_and_a_rerun_reuses_the_trained_pipelines(f
     assert f"(claims 1, 2, 3, 4, 6: `{first}" in again and f"claims 1, 2, 3, 4, 6: `{first}" not in report
 
 
+def test_the_report_calls_a_run_from_scratch_measured_and_one_with_cached_runs_an_estimate_from_above():
+    from reproduction.results_doc import _from_scratch
+
+    scratch = {
+        "wall_seconds": 3300.0,
+        "workers": 2,
+        "train_seconds": {"mnist": {"seconds": 2200.0, "from_cache": False}},
+    }
+    assert _from_scratch(scratch) == "This was from scratch (training + evaluation): 55 min."
+    cached = {
+        **scratch,
+        "train_seconds": {**scratch["train_seconds"], "digits": {"seconds": 600.0, "from_cache": True}},
+    }
+    assert "at most about 60 min" in _from_scratch(cached) and "estimate from above" in _from_scratch(cached)
+
+
 def test_the_timeline_records_when_each_task_ran_and_no_evaluation_starts_before_its_training(fast_run):
     _, results = fast_run
     meta = results["meta"]

@@ -19,11 +19,20 @@ def _train_time(name: str, record: dict) -> str:
     return f"{name} {seconds}{'*' if record['from_cache'] else ''}"
 
 
-def _total_minutes(meta: dict) -> float:
-    """This command's wall time plus the recorded training time of the runs it loaded from the cache shared among
-    its worker processes; an estimate unless nothing came from the cache, when it is the measured wall time."""
+def _from_scratch(meta: dict) -> str:
+    """What the command takes from scratch: the measured wall time when nothing came from the cache, else an
+    estimate from above, the wall time plus the cached runs' recorded training shared among the worker processes
+    (from scratch that training would partly fill the time a worker waits for the longest run)."""
     cached = sum(r["seconds"] or 0 for r in meta["train_seconds"].values() if r["from_cache"])
-    return (meta["wall_seconds"] + cached / meta.get("workers", 2)) / 60
+    if not cached:
+        return f"This was from scratch (training + evaluation): {meta['wall_seconds'] / 60:.0f} min."
+    workers = meta.get("workers", 2)
+    total = (meta["wall_seconds"] + cached / workers) / 60
+    return (
+        f"From scratch (training + evaluation) the command would take at most about {total:.0f} min: this wall "
+        f"time plus the cached runs' training shared among the {workers} workers, an estimate from above, since from "
+        "scratch that training partly fills the time a worker waits for the longest run."
+    )
 
 
 def _met(result: dict) -> str:
@@ -254,7 +263,7 @@ def results_markdown(results: dict[int, dict], meta: dict, result_dir: Path, doc
             if meta.get("workers", 2) > 1
             else ""
         )
-        + f"From scratch (training + evaluation) the command takes about {_total_minutes(meta):.0f} min.",
+        + _from_scratch(meta),
         *_earlier_commands(results, command),
         "",
         "FD_clf is the Fréchet distance in the features of a small classifier trained on the same dataset — **not "
