@@ -34,8 +34,8 @@ CHAIN_LENGTHS = (0, 10, 30, 100)  # and each pipeline's own default (chain_lengt
 
 
 def chain_lengths(pipe) -> tuple[int, ...]:
-    """The chain lengths claim 1 scores ``pipe`` at: :data:`CHAIN_LENGTHS` and the pipeline's own default chain
-    length (what a user samples with), read from its scheduler's config."""
+    """The chain lengths claims 1 and 5 score ``pipe`` at: :data:`CHAIN_LENGTHS` and the pipeline's own default
+    chain length (what a user samples with), read from its scheduler's config."""
     return tuple(sorted({*CHAIN_LENGTHS, int(pipe.scheduler.config.default_num_inference_steps)}))
 
 
