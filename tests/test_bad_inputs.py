@@ -99,6 +99,8 @@ def test_scoring_takes_pil_images_and_refuses_an_empty_batch(pipe):
         (["--ebm_adam_beta1", "1"], r"--ebm_adam_beta1 / --adam_beta1 \(ebm adam_beta1\) must be .* >= 0 and < 1"),
         (["--adam_beta2", "1"], "--adam_beta2"),
         (["--ebm_ema_decay", "1"], r"--ebm_ema_decay \(ebm ema_decay\) must .* < 1, got 1.0 \(0 turns the EMA off\)"),
+        (["--ebm_weight_average_fraction", "1.5"], r"--ebm_weight_average_fraction .* <= 1, got 1.5"),
+        (["--ebm_ema_decay", "0.9", "--ebm_weight_average_fraction", "0.4"], "set one of them to 0"),
         (["--langevin_steps", "0"], "--langevin_steps"),
         (["--num_sample_images", "0"], "--num_sample_images must be >= 1"),  # was a ZeroDivisionError mid-run
         (["--eval_batch_size", "0"], "--eval_batch_size must be >= 1"),

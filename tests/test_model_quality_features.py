@@ -5,6 +5,7 @@ channels-last convolution layout."""
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 import torch
@@ -423,6 +424,31 @@ def test_the_saved_energy_network_is_the_ema_of_the_trained_iterates(tmp_path):
         torch.testing.assert_close(ema[name], expected)
         torch.testing.assert_close(last[name], iterates[-1][name])
     assert any(not torch.equal(ema[name], last[name]) for name in parameters)
+
+
+def test_the_saved_energy_network_is_the_mean_of_the_last_iterates_with_a_weight_average(tmp_path):
+    """``--ebm_weight_average_fraction 0.5`` of 4 stage-2 iterations: the pipeline holds the plain mean of the
+    weights after iterations 3 and 4 (global checkpoints 4 and 5), not the last iterate, and a resume from a
+    checkpoint inside the window (which carries the running mean) saves the same network (to float rounding: the
+    resumed iterate itself differs by about 1e-8 here, with or without the average)."""
+    from safetensors.torch import load_file
+
+    from vaebm_hub.training import main
+
+    tiny = [*TINY_TWO_STAGE_RUN, "--ebm_max_train_steps", "4", "--ebm_weight_average_fraction", "0.5"]
+    main([*tiny, "--output_dir", str(tmp_path / "swa")])
+    iterates = [load_file(tmp_path / "swa" / f"checkpoint-{n}" / "model.safetensors") for n in (4, 5)]
+    model = VAEBMEnergyModel.from_pretrained(tmp_path / "swa" / "ebm")
+    saved, parameters = model.state_dict(), [name for name, _ in model.named_parameters()]
+    for name in parameters:
+        torch.testing.assert_close(saved[name], (iterates[0][name] + iterates[1][name]) / 2)
+    assert any(not torch.equal(saved[name], iterates[1][name]) for name in parameters)
+
+    shutil.rmtree(tmp_path / "swa" / "ebm")
+    main([*tiny, "--output_dir", str(tmp_path / "swa"), "--resume_from_checkpoint", "checkpoint-4"])
+    resumed = VAEBMEnergyModel.from_pretrained(tmp_path / "swa" / "ebm").state_dict()
+    for name in parameters:
+        torch.testing.assert_close(resumed[name], saved[name], rtol=0, atol=1e-6)
 
 
 def test_resuming_a_stage_2_without_an_ema_with_the_ema_flag_names_the_flag(tmp_path):

@@ -60,6 +60,7 @@ class TrainingConfig:
     vae_adam_beta1: float | None = None
     ebm_adam_beta1: float | None = None
     ebm_ema_decay: float | None = None
+    ebm_weight_average_fraction: float | None = None
     num_epochs: int | None = None
     vae_num_epochs: int | None = None
     ebm_num_epochs: int | None = None
@@ -230,6 +231,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         help="Decay of an EMA of the energy network's weights, which the saved pipeline samples with (not in VAEBM; "
         "0 = off, the last iterate as the paper).",
+    )
+    g.add_argument(
+        "--ebm_weight_average_fraction",
+        type=float,
+        help="The saved pipeline samples with the uniform average of the energy network's weights over this share "
+        "of stage 2's last iterations (stochastic weight averaging; not in VAEBM; 0 = off, the last iterate).",
     )
 
     g = p.add_argument_group("checkpoints and logging")
@@ -631,6 +638,7 @@ def resolve_preset(
             bernoulli_negative_fraction=c.bernoulli_negative_fraction,
             reconstruction_positive_fraction=c.reconstruction_positive_fraction,
             ema_decay=c.ebm_ema_decay,
+            weight_average_fraction=c.ebm_weight_average_fraction,
             grad_clip=False if c.no_grad_clip else None,
             data_init=False if c.no_data_init else None,
             data_init_batches=c.data_init_batches,

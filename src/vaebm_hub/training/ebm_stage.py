@@ -16,7 +16,9 @@ One iteration (vaebm_reference.md §1-§2), for a data batch ``x+`` of size B:
    a deviation, off by default).
    With ``ema_decay`` > 0 an exponential moving average of the energy network's weights is kept (diffusers'
    ``EMAModel``) and the saved pipeline samples with it (a deviation, off by default: the paper samples with the last
-   iterate); the training chains always use the current weights.
+   iterate); the training chains always use the current weights. With ``weight_average_fraction`` > 0 it samples
+   with the uniform average of the iterates over that share of the last iterations instead (stochastic weight
+   averaging; a deviation, off by default).
 
 The energy network gets a data-dependent initialisation from the first batches before training starts.
 
@@ -125,6 +127,27 @@ def resolve_step_sizes(
     return settings, sampling
 
 
+def weight_average(ebm: nn.Module, settings: EBMTraining) -> EMAModel | None:
+    """The average of the energy network's weights that the saved pipeline samples with, or ``None`` (the last
+    iterate, as VAEBM).
+
+    ``ema_decay`` > 0: diffusers' EMA at that decay. ``weight_average_fraction`` > 0: the uniform mean of the last
+    ``m = round(fraction * max_train_steps)`` iterates (at least one). That is diffusers' ``EMAModel`` too: with its
+    warm-up at ``inv_gamma = power = 1`` the decay of the t-th update after ``update_after_step`` is ``1 - 1 / (1 +
+    t)`` (0 up to then: the average holds the current weights), which makes it the running mean of the iterates after
+    step ``max_train_steps - m``; a checkpoint carries it (window included) as it carries an EMA.
+    """
+    if settings.weight_average_fraction > 0:
+        count = max(1, round(settings.weight_average_fraction * settings.max_train_steps))
+        start = settings.max_train_steps - count
+        return EMAModel(
+            ebm.parameters(), decay=1.0, update_after_step=start, use_ema_warmup=True, inv_gamma=1.0, power=1.0
+        )
+    if settings.ema_decay > 0:
+        return EMAModel(ebm.parameters(), decay=settings.ema_decay)
+    return None
+
+
 def check_settings_fit_vae(settings: EBMTraining, vae: nn.Module) -> None:
     """Stage-2 settings that the VAE cannot serve, a ``ValueError`` naming the flag (the trainer checks this before
     stage 1, so that a bad flag does not cost a stage 1)."""
@@ -196,8 +219,8 @@ class EBMStage(TrainingStage):
             num_training_steps=self.settings.max_train_steps * accelerator.num_processes,
         )
         self.model, self.optimizer, self.lr_scheduler = accelerator.prepare(self.ebm, optimizer, scheduler)
-        if s.ema_decay > 0:  # after the data-dependent initialisation: the average starts from the initialised net
-            self.ema = EMAModel(self.ebm.parameters(), decay=s.ema_decay)
+        self.ema = weight_average(self.ebm, s)  # after the data-dependent initialisation: it starts from that net
+        if self.ema is not None:
             self.ema.to(accelerator.device)
 
     # ---------------------------------------------------------------- negatives
@@ -303,8 +326,9 @@ class EBMStage(TrainingStage):
         if self.ema is not None:
             if state.get("ema") is None:
                 raise ValueError(
-                    "this checkpoint was written without --ebm_ema_decay, so it holds no EMA of the energy network "
-                    "to resume: resume with the flag the run started with, or start stage 2 afresh."
+                    "this checkpoint was written without --ebm_ema_decay or --ebm_weight_average_fraction, so it "
+                    "holds no average of the energy network's weights to resume: resume with the flags the run "
+                    "started with, or start stage 2 afresh."
                 )
             self.ema.load_state_dict(state["ema"])
 
@@ -312,7 +336,7 @@ class EBMStage(TrainingStage):
         self.vae.save_pretrained(directory / FROZEN_VAE_DIR)
 
     def sampling_ebm(self) -> nn.Module:
-        """The energy network the pipeline samples with: the training one, or a copy holding the EMA weights."""
+        """The energy network the pipeline samples with: the training one, or a copy holding the averaged weights."""
         if self.ema is None:
             return self.ebm
         ebm = copy.deepcopy(self.ebm)
