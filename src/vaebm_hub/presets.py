@@ -344,9 +344,9 @@ _OURS = [
         # preset's stage 2 (with data positives) and sampling add modes where mean negatives at 3e-4 barely moved the
         # samples (docs/results.md, "StackedMNIST" and "A second group in the global latent"); reconstruction
         # positives moved neither the modes nor the reverse KL (905, 0.233 against 912, 0.228; "MNIST:
-        # reconstruction positives"). Mean negatives alone, batches of 64 and 128, and K = 10 or 20 did not lower the
-        # reverse KL below the VAE's across stage-2 seeds (docs/results.md, "StackedMNIST: the chains carry digits to
-        # 1s").
+        # reconstruction positives"). Mean negatives alone, batches of 64 and 128, and K = 10 or 20 did not keep the
+        # reverse KL below the VAE's over one to three stage-2 seeds each (docs/results.md, "StackedMNIST: the chains
+        # carry digits to 1s").
         _MNIST_VAE, _MNIST_STAGE_2, _MNIST_SAMPLING,
         resolution=32,
     ),
